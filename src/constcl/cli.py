@@ -1,0 +1,79 @@
+"""Command line entry point: ``constcl <command> ...``.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported lazily so ``constcl --help`` stays fast and a missing optional dependency of
+one command never breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# command name -> (module, one-line help). Sub-groups ("data") map to a dict of their own.
+COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
+    "info": ("constcl.models.info", "parameter counts and FLOPs per clip of a model"),
+    "data": {
+        "check": ("constcl.data.check", "scan a folder or CSV of videos and report bad files"),
+        "synth": ("constcl.data.synth", "generate the synthetic world with ground truth"),
+        "preview": ("constcl.data.preview", "draw the two sampled views of a video"),
+    },
+}
+
+
+def _add_command(subparsers: argparse._SubParsersAction, name: str, spec: tuple[str, str]) -> None:
+    module_name, help_text = spec
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(_module=module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:  # a command not built yet, or a missing dependency
+        parser.set_defaults(_import_error=str(err))
+        return
+    module.add_arguments(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="constcl",
+        description="ConST-CL video representation learning: pretrain, inspect and evaluate.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, spec in COMMANDS.items():
+        if isinstance(spec, dict):
+            group = subparsers.add_parser(name, help=f"{name} tools")
+            group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+            group.set_defaults(_group=group)
+            for sub_name, sub_spec in spec.items():
+                _add_command(group_sub, sub_name, sub_spec)
+        else:
+            _add_command(subparsers, name, spec)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if not hasattr(args, "_module"):
+        args._group.print_help()
+        return 2
+    if hasattr(args, "_import_error"):
+        print(f"constcl: command unavailable ({args._import_error})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(args._module)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
