@@ -23,19 +23,29 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
 }
 
 
-def _add_command(subparsers: argparse._SubParsersAction, name: str, spec: tuple[str, str]) -> None:
+def _selected(argv: list[str]) -> list[str]:
+    """The command words in argv (e.g. ["data", "check"]), without importing anything."""
+    return [a for a in argv if not a.startswith("-")][:2]
+
+
+def _add_command(subparsers: argparse._SubParsersAction, name: str, spec: tuple[str, str],
+                 selected: bool) -> None:
+    """Add one command; only the selected command's module is imported (for its arguments)."""
     module_name, help_text = spec
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(_module=module_name)
+    if not selected:
+        return
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:  # a command not built yet, or a missing dependency
+    except ModuleNotFoundError as err:  # a missing optional dependency
         parser.set_defaults(_import_error=str(err))
         return
     module.add_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    words = _selected(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="constcl",
         description="ConST-CL video representation learning: pretrain, inspect and evaluate.",
@@ -48,14 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
             group_sub = group.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
             group.set_defaults(_group=group)
             for sub_name, sub_spec in spec.items():
-                _add_command(group_sub, sub_name, sub_spec)
+                _add_command(group_sub, sub_name, sub_spec, words == [name, sub_name])
         else:
-            _add_command(subparsers, name, spec)
+            _add_command(subparsers, name, spec, words[:1] == [name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -1,0 +1,137 @@
+"""The ConST-CL model: backbone, Y-shaped res5, global and region heads, and the losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from constcl.losses import global_nt_xent, region_info_nce
+from constcl.models.global_head import GlobalHead
+from constcl.models.r3d import R3D, build_backbone, duplicate_res5
+from constcl.models.region_head import RegionHead
+
+VARIANTS = ("cvrl", "region", "constcl")
+LOCAL_SOURCES = ("y", "shared", "res4")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Loss hyper-parameters: L = global_weight L_g + region_weight L_l (SPEC section 3)."""
+
+    global_temperature: float = 0.1
+    region_temperature: float = 0.2
+    global_weight: float = 1.0
+    region_weight: float = 1e-3
+
+
+class ConSTCL(nn.Module):
+    """ConST-CL and its ablations on one backbone.
+
+    Args:
+        backbone: an ``R3D``; its res5 feeds the global head.
+        variant: ``cvrl`` (global loss only), ``region`` (plus region contrast without context)
+            or ``constcl`` (the full method).
+        local_source: what the region head reads: ``y`` (a second res5 on the res4 output, the
+            default), ``shared`` (the global res5) or ``res4``.
+        embed_dim: global embedding size (128).
+        context_length: L_c, odd.
+        decoder_layers, decoder_units, decoder_width: region decoder size (3, 3, 128).
+        losses: temperatures and weights.
+    """
+
+    def __init__(self, backbone: R3D, variant: str = "constcl", local_source: str = "y",
+                 embed_dim: int = 128, context_length: int = 5, decoder_layers: int = 3,
+                 decoder_units: int = 3, decoder_width: int = 128,
+                 losses: LossWeights | None = None) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant {variant!r} is unknown; allowed: {list(VARIANTS)}")
+        if local_source not in LOCAL_SOURCES:
+            raise ValueError(f"local_source {local_source!r} is unknown; "
+                             f"allowed: {list(LOCAL_SOURCES)}")
+        self.variant, self.local_source = variant, local_source
+        self.losses = losses or LossWeights()
+        self.backbone = backbone
+        self.global_head = GlobalHead(backbone.out_channels, out_dim=embed_dim)
+        self.res5_local: nn.Module | None = None
+        self.region_head: RegionHead | None = None
+        if variant != "cvrl":
+            if local_source == "y":
+                self.res5_local = duplicate_res5(backbone)
+            channels = backbone.spec.out_channels[2 if local_source == "res4" else 3]
+            self.region_head = RegionHead(channels, context_length, decoder_layers,
+                                          decoder_units, decoder_width,
+                                          use_context=variant == "constcl")
+
+    def encode(self, x: torch.Tensor, branch: str = "global") -> torch.Tensor:
+        """Unpooled features for evaluation: (B, 3, T, H, W) -> (B, C, T', H', W').
+
+        ``global`` is res5 copy 1; ``local`` is the map the region head reads (res5 copy 2 for
+        the Y shape, the shared res5, or res4).
+        """
+        if branch not in ("global", "local"):
+            raise ValueError(f"branch must be 'global' or 'local'; got {branch!r}")
+        res4 = self.backbone.forward_trunk(x)["res4"]
+        if branch == "global" or self.region_head is None:
+            if branch == "local":
+                raise ValueError("the cvrl variant has no local branch; use branch='global'")
+            return self.backbone.res5(res4)
+        return self._local_map(res4, None)
+
+    def _local_map(self, res4: torch.Tensor, res5: torch.Tensor | None) -> torch.Tensor:
+        if self.local_source == "y":
+            return self.res5_local(res4)
+        if self.local_source == "res4":
+            return res4
+        return res5 if res5 is not None else self.backbone.res5(res4)
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor,
+                boxes_a: torch.Tensor | None = None, boxes_b: torch.Tensor | None = None,
+                mask_a: torch.Tensor | None = None, mask_b: torch.Tensor | None = None,
+                ) -> dict[str, torch.Tensor]:
+        """Losses and statistics for a batch of two views.
+
+        Args:
+            view_a, view_b: (B, 3, T, H, W) clips in [-1, 1]; row i of both from video i.
+            boxes_a, boxes_b: (B, K, 4) normalised key-frame boxes (not needed for ``cvrl``).
+            mask_a, mask_b: (B, K) bool box validity (default: all valid).
+
+        Returns: ``loss`` (weighted total), ``loss_global``, ``global_accuracy``,
+        ``global_entropy`` and, for region variants, ``loss_region`` and ``region_pos_sim_*`` /
+        ``region_neg_sim_*``. Both views go through the backbone as one batch of 2B.
+        """
+        batch = view_a.shape[0]
+        res4 = self.backbone.forward_trunk(torch.cat([view_a, view_b]))["res4"]
+        res5 = self.backbone.res5(res4)
+        emb = self.global_head(res5)
+        g = global_nt_xent(emb[:batch], emb[batch:], self.losses.global_temperature)
+        out = {"loss_global": g["loss"], "global_accuracy": g["accuracy"],
+               "global_entropy": g["entropy"]}
+        loss = self.losses.global_weight * g["loss"]
+        if self.region_head is not None:
+            if boxes_a is None or boxes_b is None:
+                raise ValueError(f"variant {self.variant!r} needs boxes_a and boxes_b")
+            local = self._local_map(res4, res5)
+            heads = self.region_head(local[:batch], local[batch:], boxes_a, boxes_b)
+            valid = torch.ones(boxes_a.shape[:2], dtype=torch.bool, device=boxes_a.device)
+            r = region_info_nce(heads["z_a2b"], heads["z_b2a"], heads["h_a"], heads["h_b"],
+                                valid if mask_a is None else mask_a,
+                                valid if mask_b is None else mask_b,
+                                self.losses.region_temperature)
+            loss = loss + self.losses.region_weight * r["loss"]
+            out["loss_region"] = r.pop("loss")
+            out.update({f"region_{k}": v for k, v in r.items()})
+        out["loss"] = loss
+        return out
+
+
+def build_model(backbone: str = "r3d50", variant: str = "constcl", local_source: str = "y",
+                context_length: int = 5, zero_init_residual: bool = False,
+                losses: LossWeights | None = None, **head_kwargs: int) -> ConSTCL:
+    """Build a ConST-CL model by backbone name; ``head_kwargs`` go to ``ConSTCL``
+    (embed_dim, decoder_layers, decoder_units, decoder_width)."""
+    net = build_backbone(backbone, zero_init_residual=zero_init_residual)
+    return ConSTCL(net, variant=variant, local_source=local_source,
+                   context_length=context_length, losses=losses, **head_kwargs)

@@ -1,0 +1,194 @@
+"""3-D ResNet backbones of the CVRL / ConST-CL family (SPEC section 2).
+
+Layout (R3D-50, input B x 3 x 16 x 224 x 224):
+
+====== ===================================================== =====================
+stage  layers                                                output (C x T x H x W)
+====== ===================================================== =====================
+stem   conv 5x7x7, 64, stride (2, 2, 2); BN; ReLU;            64 x 8 x 56 x 56
+       max-pool 1x3x3 stride (1, 2, 2)
+res2   3 bottlenecks, width 64, temporal kernel 1             256 x 8 x 56 x 56
+res3   4 bottlenecks, width 128, temporal kernel 1, stride 2  512 x 8 x 28 x 28
+res4   6 bottlenecks, width 256, temporal kernel 3, stride 2  1024 x 8 x 14 x 14
+res5   3 bottlenecks, width 512, temporal kernel 3, stride 2  2048 x 8 x 7 x 7
+====== ===================================================== =====================
+
+Bottleneck: conv tk x 1 x 1 -> BN -> ReLU -> conv 1 x 3 x 3 (spatial stride) -> BN -> ReLU ->
+conv 1 x 1 x 1 -> BN, plus a projection shortcut (1 x 1 x 1 conv + BN) when the shape changes,
+then ReLU. No conv biases. R3D-50 has 31.67 M parameters; its res5 alone 20.21 M.
+
+Initialisation: convolutions use He (Kaiming) normal with fan-out and ReLU gain, as torchvision's
+ResNets do; BatchNorm starts at gamma 1, beta 0. ``zero_init_residual=True`` zeroes the gamma of
+the last BN of every bottleneck, so each block starts as the identity (Goyal et al. 2017); it is
+off by default to match the reference, and worth trying when large-batch training is unstable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+STAGE_NAMES = ("res2", "res3", "res4", "res5")
+
+
+@dataclass(frozen=True)
+class R3DSpec:
+    """Architecture of one family member.
+
+    depths: bottlenecks per stage (res2..res5); widths: bottleneck widths (outputs are 4x);
+    temporal_kernels: temporal size of each stage's first conv; stem_width: stem channels.
+    """
+
+    depths: tuple[int, int, int, int] = (3, 4, 6, 3)
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    temporal_kernels: tuple[int, int, int, int] = (1, 1, 3, 3)
+    stem_width: int = 64
+    expansion: int = 4
+
+    @property
+    def out_channels(self) -> tuple[int, int, int, int]:
+        return tuple(w * self.expansion for w in self.widths)  # type: ignore[return-value]
+
+
+# Plain dict of family members (STYLE: no registry). r3d_50 is the paper's network; the others
+# keep the layout and shrink depth and width for CPU runs and tests.
+SPECS: dict[str, R3DSpec] = {
+    "r3d50": R3DSpec(),
+    "r3d26": R3DSpec(depths=(2, 2, 2, 2)),
+    "r3d_small": R3DSpec(depths=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16),
+    "r3d_tiny": R3DSpec(depths=(1, 1, 1, 1), widths=(4, 8, 8, 16), stem_width=8),
+}
+
+
+class Bottleneck(nn.Module):
+    """Bottleneck block: (B, C_in, T, H, W) -> (B, 4 * width, T, H / stride, W / stride)."""
+
+    def __init__(
+        self, in_channels: int, width: int, out_channels: int, stride: int, temporal_kernel: int
+    ) -> None:
+        super().__init__()
+        tk = temporal_kernel
+        self.conv1 = nn.Conv3d(in_channels, width, (tk, 1, 1), padding=(tk // 2, 0, 0), bias=False)
+        self.bn1 = nn.BatchNorm3d(width)
+        self.conv2 = nn.Conv3d(
+            width, width, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False
+        )
+        self.bn2 = nn.BatchNorm3d(width)
+        self.conv3 = nn.Conv3d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False),
+                nn.BatchNorm3d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+
+def make_stage(
+    in_channels: int, width: int, out_channels: int, depth: int, stride: int, temporal_kernel: int
+) -> nn.Sequential:
+    """A stage of ``depth`` bottlenecks; the first one carries the spatial stride."""
+    blocks = [Bottleneck(in_channels, width, out_channels, stride, temporal_kernel)]
+    for _ in range(depth - 1):
+        blocks.append(Bottleneck(out_channels, width, out_channels, 1, temporal_kernel))
+    return nn.Sequential(*blocks)
+
+
+def make_res5(spec: R3DSpec) -> nn.Sequential:
+    """A fresh res5 stage of ``spec`` (used for the Y-shaped duplicate)."""
+    c4 = spec.out_channels[2]
+    return make_stage(c4, spec.widths[3], spec.out_channels[3], spec.depths[3], 2,
+                      spec.temporal_kernels[3])
+
+
+class R3D(nn.Module):
+    """3-D ResNet backbone.
+
+    ``forward_features(x)`` returns the unpooled endpoints ``res2`` .. ``res5``;
+    ``forward(x)`` returns the globally average-pooled res5 embedding (B, C5).
+    Input x: (B, 3, T, H, W), values in [-1, 1].
+    """
+
+    def __init__(self, spec: R3DSpec, zero_init_residual: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        self.stem = nn.Sequential(
+            nn.Conv3d(3, spec.stem_width, (5, 7, 7), stride=(2, 2, 2), padding=(2, 3, 3),
+                      bias=False),
+            nn.BatchNorm3d(spec.stem_width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+        )
+        in_channels = spec.stem_width
+        for i, name in enumerate(STAGE_NAMES):
+            stride = 1 if i == 0 else 2
+            stage = make_stage(in_channels, spec.widths[i], spec.out_channels[i], spec.depths[i],
+                               stride, spec.temporal_kernels[i])
+            self.add_module(name, stage)
+            in_channels = spec.out_channels[i]
+        init_weights(self, zero_init_residual)
+
+    @property
+    def out_channels(self) -> int:
+        return self.spec.out_channels[3]
+
+    def forward_trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stem to res4: endpoints ``res2``, ``res3``, ``res4``."""
+        feats = {}
+        x = self.stem(x)
+        for name in STAGE_NAMES[:3]:
+            x = getattr(self, name)(x)
+            feats[name] = x
+        return feats
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Endpoints res2..res5, each (B, C_i, T', H_i, W_i)."""
+        feats = self.forward_trunk(x)
+        feats["res5"] = self.res5(feats["res4"])
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled res5 embedding (B, C5)."""
+        return self.forward_features(x)["res5"].mean(dim=(2, 3, 4))
+
+
+def init_weights(module: nn.Module, zero_init_residual: bool = False) -> None:
+    """He (fan-out) init for convs, unit gamma / zero beta for BN; see module docstring."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm3d | nn.BatchNorm1d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for m in module.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+
+
+def build_backbone(name: str = "r3d50", zero_init_residual: bool = False) -> R3D:
+    """Build a family member by name: one of ``SPECS`` (r3d50, r3d26, r3d_small, r3d_tiny)."""
+    if name not in SPECS:
+        raise ValueError(f"backbone name {name!r} is unknown; allowed: {sorted(SPECS)}")
+    return R3D(SPECS[name], zero_init_residual=zero_init_residual)
+
+
+def r3d_50(zero_init_residual: bool = False) -> R3D:
+    """The paper's R3D-50 (31.67 M parameters)."""
+    return build_backbone("r3d50", zero_init_residual)
+
+
+def duplicate_res5(backbone: R3D, zero_init_residual: bool = False) -> nn.Sequential:
+    """A second, independently initialised res5 with the backbone's architecture."""
+    res5 = make_res5(backbone.spec)
+    init_weights(res5, zero_init_residual)
+    return res5
