@@ -1,0 +1,315 @@
+"""Typed pretraining configuration: dataclasses, YAML files, dotted command-line overrides.
+
+``load_config("configs/demo.yaml", ["train.steps=100", "optim.base_lr=0.1"])`` reads the YAML,
+applies the overrides and validates every field before any work starts; errors name the field
+and the allowed values. ``to_dict`` / ``save_config`` give the resolved config for the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from constcl.models.constcl import LOCAL_SOURCES, VARIANTS
+from constcl.models.r3d import SPECS
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field and what is allowed."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"
+    """Videos to train on: a folder tree, a Kinetics-style CSV, a .txt list of paths, or
+    'synthetic' for the built-in synthetic world (generated into synth_dir on first use)."""
+    synth_dir: str = "~/.cache/constcl/synthetic"
+    """Cache folder of the synthetic world (only with source=synthetic)."""
+    synth_videos: int = 200
+    """Videos in the synthetic world."""
+    synth_size: int = 128
+    """Frame side of the synthetic videos in pixels."""
+    clip_frames: int = 16
+    """Frames per clip (SPEC: 16). The res5 map has clip_frames / 2 frames."""
+    frame_stride: int = 2
+    """Temporal stride between clip frames (SPEC: 2)."""
+    size: int = 224
+    """Crop side in pixels (SPEC: 224)."""
+    short_side: int = 0
+    """Resize frames so their short side is this while decoding (0: keep). Large videos decode
+    and crop faster with e.g. 256."""
+    num_regions: int = 8
+    """K boxes per view."""
+    region_generator: str = "random"
+    """random (default, SPEC 1), cues (low-level image proposals) or detections (box files)."""
+    boxes_dir: str = ""
+    """Folder of per-video box files for region_generator=detections ('' = next to videos)."""
+    workers: int = 4
+    """DataLoader worker processes per training process. Raise it if 'data wait' is high."""
+    max_bad_fraction: float = 0.05
+    """Stop when more than this fraction of the videos cannot be decoded."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "r3d50"
+    """Backbone family member: r3d50 (paper), r3d26, r3d_small, r3d_tiny (CPU / tests)."""
+    variant: str = "constcl"
+    """constcl (full method), region (region loss without context) or cvrl (global only)."""
+    local_source: str = "y"
+    """What the region head reads: y (second res5), shared (the global res5) or res4."""
+    embed_dim: int = 128
+    context_length: int = 5
+    """L_c context frames (odd, at most clip_frames / 2)."""
+    decoder_layers: int = 3
+    decoder_units: int = 3
+    decoder_width: int = 128
+    zero_init_residual: bool = False
+    """Zero the last BN gamma of each block; try it if large-batch training is unstable."""
+    sync_bn: bool = True
+    """Synchronised BatchNorm across processes (SPEC 4). Per-GPU statistics with small
+    per-GPU batches make BN a shortcut for the contrastive task; keep it on for multi-GPU."""
+
+
+@dataclass
+class LossConfig:
+    global_temperature: float = 0.1
+    region_temperature: float = 0.2
+    global_weight: float = 1.0
+    region_weight: float = 0.001
+    """Weight of the region loss; the first knob an ablation sweeps."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    """sgd (momentum) or lars. Try lars if the loss diverges at large batch sizes."""
+    base_lr: float = 0.32
+    """Learning rate per 256 videos: lr = base_lr * global_batch / 256 (global batch counts
+    accumulation steps too)."""
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    """L2 on conv and linear weights only (not BN, not biases)."""
+    warmup_steps: int = 2500
+    """Linear warm-up from 0, then cosine decay to final_lr_fraction * lr."""
+    final_lr_fraction: float = 0.0
+    clip_grad_norm: float = 0.0
+    """Clip the global gradient norm to this (0: off)."""
+    accumulation_steps: int = 1
+    """Micro-batches per optimiser step. Note: negatives come from one micro-batch only."""
+    lars_eta: float = 0.001
+    """LARS trust coefficient."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200000
+    """Optimiser steps."""
+    batch_size: int = 64
+    """Videos per process per micro-batch (global batch = batch_size x processes x accum)."""
+    seed: int = 0
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+    precision: str = "bf16"
+    """bf16 (autocast; GPU) or fp32. On CPU bf16 is slow and fp32 is used unless forced."""
+    channels_last: bool = True
+    """channels_last_3d memory format on GPU (ignored on CPU)."""
+    compile: bool = False
+    """torch.compile the model (GPU; first steps are slow while compiling)."""
+    deterministic: bool = False
+    """Deterministic kernels (slower): bit-identical reruns and resumes on CPU."""
+    out_dir: str = "runs"
+    run_name: str = ""
+    """Run folder name under out_dir ('' = a time stamp)."""
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    resume: str = "auto"
+    """auto (latest checkpoint of the run folder, if any), none, or a checkpoint path."""
+    max_bad_steps: int = 5
+    """Stop after this many consecutive steps with a NaN / Inf loss (each one is skipped)."""
+    time_limit_minutes: float = 0.0
+    """Stop (with a checkpoint) after this much training time (0: no limit)."""
+    progress: str = "auto"
+    """auto (a bar on a terminal, plain lines otherwise), bar or plain."""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.region_generator": ("random", "cues", "detections"),
+    "model.backbone": tuple(sorted(SPECS)),
+    "model.variant": VARIANTS,
+    "model.local_source": LOCAL_SOURCES,
+    "optim.name": ("sgd", "lars"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("bf16", "fp32"),
+    "train.progress": ("auto", "bar", "plain"),
+}
+
+POSITIVE = ("data.synth_videos", "data.synth_size", "data.clip_frames", "data.frame_stride",
+            "data.size", "data.num_regions", "model.embed_dim", "model.decoder_layers",
+            "model.decoder_units", "model.decoder_width", "loss.global_temperature",
+            "loss.region_temperature", "optim.base_lr", "optim.accumulation_steps",
+            "train.steps", "train.batch_size", "train.log_every", "train.checkpoint_every",
+            "train.keep_checkpoints", "train.max_bad_steps")
+NON_NEGATIVE = ("data.short_side", "data.workers", "loss.global_weight", "loss.region_weight",
+                "optim.momentum", "optim.weight_decay", "optim.warmup_steps",
+                "optim.clip_grad_norm", "optim.lars_eta", "train.time_limit_minutes")
+
+
+def _fields(obj: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Convert a YAML / command-line value to the field's type, or raise ConfigError."""
+    kind = typing.get_origin(annotation)
+    if kind in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None or value == "null":
+            return None
+        return _coerce(value, options[0], name)
+    try:
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if annotation is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if annotation is float:
+            return float(value)
+        if annotation is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise ConfigError(f"{name}: expected {getattr(annotation, '__name__', annotation)}, "
+                      f"got {value!r}")
+
+
+def _set(cfg: Config, dotted: str, value: Any) -> None:
+    section_name, _, key = dotted.partition(".")
+    sections = _fields(cfg)
+    if section_name not in sections or not key:
+        raise ConfigError(f"unknown config key {dotted!r}; sections are {sorted(sections)} "
+                          f"(write section.key=value, e.g. train.steps=100)")
+    section = getattr(cfg, section_name)
+    keys = _fields(section)
+    if key not in keys:
+        raise ConfigError(f"unknown config key {dotted!r}; allowed keys in {section_name!r}: "
+                          f"{sorted(keys)}")
+    hints = typing.get_type_hints(type(section))
+    setattr(section, key, _coerce(value, hints[key], dotted))
+
+
+def apply_dict(cfg: Config, values: dict[str, Any]) -> None:
+    """Apply a nested dict such as one read from YAML."""
+    for section, entries in values.items():
+        if not isinstance(entries, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping of keys to values")
+        for key, value in entries.items():
+            _set(cfg, f"{section}.{key}", value)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> None:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, _, raw = item.partition("=")
+        _set(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+
+
+def validate(cfg: Config) -> None:
+    """Check every field; raise ConfigError naming the first bad field and the allowed values."""
+    flat = {f"{s}.{k}": v for s, sec in to_dict(cfg).items() for k, v in sec.items()}
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            raise ConfigError(f"{key}={flat[key]!r} is not allowed; choose one of {list(allowed)}")
+    for key in POSITIVE:
+        if not flat[key] > 0:
+            raise ConfigError(f"{key}={flat[key]!r} must be > 0")
+    for key in NON_NEGATIVE:
+        if not flat[key] >= 0:
+            raise ConfigError(f"{key}={flat[key]!r} must be >= 0")
+    length, feature_frames = cfg.model.context_length, max(cfg.data.clip_frames // 2, 1)
+    if length <= 0 or length % 2 == 0 or length > feature_frames:
+        raise ConfigError(f"model.context_length={length} must be an odd number from 1 to "
+                          f"clip_frames / 2 = {feature_frames} (e.g. 1, 3, 5)")
+    if not 0 <= cfg.optim.final_lr_fraction <= 1:
+        raise ConfigError("optim.final_lr_fraction must be in [0, 1]")
+    if not 0 <= cfg.data.max_bad_fraction <= 1:
+        raise ConfigError("data.max_bad_fraction must be in [0, 1]")
+    source = cfg.data.source
+    if not source:
+        raise ConfigError("data.source is required: a folder of videos, a Kinetics-style CSV, "
+                          "a .txt list of paths, or 'synthetic'")
+    if source != "synthetic" and not Path(source).expanduser().exists():
+        raise ConfigError(f"data.source={source!r} does not exist; give a folder of videos, a "
+                          f"CSV, a .txt list of paths, or 'synthetic'")
+    if cfg.data.region_generator == "detections" and cfg.model.variant == "cvrl":
+        raise ConfigError("data.region_generator=detections is useless with model.variant=cvrl")
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then the overrides; validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+        apply_dict(cfg, loaded)
+    apply_overrides(cfg, overrides or [])
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def field_docs() -> dict[str, str]:
+    """Docstring of every field (``section.key`` -> text), read from this module's source."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(inspect.getsource(inspect.getmodule(Config)))
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef) or not node.name.endswith("Config"):
+            continue
+        section = node.name[: -len("Config")].lower()
+        body = node.body
+        for stmt, nxt in zip(body, body[1:] + [None], strict=True):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                    and isinstance(getattr(nxt, "value", None), ast.Constant)):
+                docs[f"{section}.{stmt.target.id}"] = " ".join(str(nxt.value.value).split())
+    return docs

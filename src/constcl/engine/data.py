@@ -1,0 +1,83 @@
+"""Training input: data set, step sampler and loader, and device-side augmentation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from constcl import dist
+from constcl.config import Config
+from constcl.data.augment import PhotometricAugment
+from constcl.data.dataset import TwoViewDataset, collate
+from constcl.data.sources import list_videos
+from constcl.engine.sampler import EpochIndexed, StepBatchSampler
+
+log = logging.getLogger("constcl.train")
+
+MODEL_KEYS = ("view_a", "view_b", "boxes_a", "boxes_b", "mask_a", "mask_b")
+
+
+def synthetic_source(cfg: Config) -> Path:
+    """Folder of the built-in synthetic world, generated on first use (by rank 0)."""
+    from constcl.data.synth import generate_world
+
+    d = cfg.data
+    root = Path(d.synth_dir).expanduser() / f"n{d.synth_videos}-s{d.synth_size}"
+    if dist.is_main():
+        log.info("synthetic world in %s (generated on first use)", root)
+        generate_world(root, num_videos=d.synth_videos, seed=0, size=d.synth_size)
+    if dist.world_size() > 1:
+        torch.distributed.barrier()
+    return root / "videos"
+
+
+def build_dataset(cfg: Config, bad_dir: Path | None = None) -> TwoViewDataset:
+    d = cfg.data
+    source = synthetic_source(cfg) if d.source == "synthetic" else Path(d.source).expanduser()
+    items = list_videos(source, boxes_dir=d.boxes_dir or None)
+    if not items:
+        raise FileNotFoundError(f"no videos found in data.source={str(source)!r}")
+    return TwoViewDataset(items, clip_frames=d.clip_frames, frame_stride=d.frame_stride,
+                          size=d.size, num_regions=d.num_regions,
+                          region_generator=d.region_generator, short_side=d.short_side or None,
+                          max_bad_fraction=d.max_bad_fraction, seed=cfg.train.seed,
+                          bad_dir=bad_dir)
+
+
+def build_loader(cfg: Config, device: torch.device, start_step: int, run_dir: Path
+                 ) -> tuple[DataLoader, TwoViewDataset, tuple[PhotometricAugment, ...]]:
+    """DataLoader over this process's micro-batches from ``start_step`` on, plus the batched
+    photometric augmentations of views a and b (applied on ``device``)."""
+    dataset = build_dataset(cfg, bad_dir=run_dir / "bad_videos")
+    sampler = StepBatchSampler(len(dataset), cfg.train.batch_size, cfg.train.steps,
+                               seed=cfg.train.seed, rank=dist.rank(), world=dist.world_size(),
+                               accumulation=cfg.optim.accumulation_steps, start_step=start_step)
+    workers = cfg.data.workers
+    loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=workers,
+                        collate_fn=collate, pin_memory=device.type == "cuda",
+                        persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers > 0 else None)
+    augment = (PhotometricAugment.for_view("a"), PhotometricAugment.for_view("b"))
+    return loader, dataset, augment
+
+
+def device_batches(loader: DataLoader, device: torch.device,
+                   augment: tuple[PhotometricAugment, ...], cfg: Config, start_step: int
+                   ) -> Iterator[dict[str, torch.Tensor]]:
+    """Model kwargs per micro-batch: copied to ``device`` (non-blocking from pinned memory),
+    colour-augmented there with a generator seeded by (seed, rank, micro-batch number)."""
+    channels_last = device.type == "cuda" and cfg.train.channels_last
+    counter = start_step * cfg.optim.accumulation_steps
+    for batch in loader:
+        gen = torch.Generator().manual_seed((cfg.train.seed << 40) + (dist.rank() << 32) + counter)
+        counter += 1
+        out = {k: batch[k].to(device, non_blocking=True) for k in MODEL_KEYS}
+        for key, aug in zip(("view_a", "view_b"), augment, strict=True):
+            view = aug(out[key], gen)
+            out[key] = view.contiguous(memory_format=torch.channels_last_3d) if channels_last \
+                else view
+        yield out

@@ -1,0 +1,39 @@
+"""Export a trained model's backbone to ``backbone.safetensors`` with clear names.
+
+Keys: ``trunk.*`` (stem to res4), ``res5_global.*`` (res5 copy 1, feeding the global head) and,
+for the Y shape, ``res5_local.*`` (copy 2, feeding the region head). Metadata holds the backbone
+name, variant, local source and the whole config as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from constcl.models import ConSTCL
+
+
+def backbone_tensors(model: ConSTCL) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for name, value in model.backbone.state_dict().items():
+        key = f"res5_global.{name[5:]}" if name.startswith("res5.") else f"trunk.{name}"
+        tensors[key] = value
+    if model.res5_local is not None:
+        for name, value in model.res5_local.state_dict().items():
+            tensors[f"res5_local.{name}"] = value
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def export_backbone(model: ConSTCL, path: str | Path, config: dict) -> Path:
+    """Write the backbone tensors atomically (temporary file, then rename)."""
+    path = Path(path)
+    meta = {"backbone": config["model"]["backbone"], "variant": config["model"]["variant"],
+            "local_source": config["model"]["local_source"], "config": json.dumps(config),
+            "format": "constcl-backbone-v1"}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(backbone_tensors(model), str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,96 @@
+"""Run logging on the main process: JSON lines, TensorBoard, and a progress bar or plain lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("constcl.train")
+
+
+class RankFilter(logging.Filter):
+    """Let records through on rank 0 only (install on the root handlers of other ranks)."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.rank == 0
+
+
+class RunLogger:
+    """Writes ``metrics.jsonl`` and TensorBoard events under ``run_dir``; shows progress.
+
+    ``progress``: "bar" (tqdm with ETA, loss and clips/s), "plain" (one line per log interval),
+    or "auto" (bar on a terminal). Disabled loggers (ranks > 0) do nothing.
+    """
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, progress: str = "auto",
+                 enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.writer = None
+        if not enabled:
+            return
+        self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is a dependency, but keep training if it is broken
+            log.warning("tensorboard is not importable; writing metrics.jsonl only")
+        else:
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        use_bar = progress == "bar" or (progress == "auto" and sys.stderr.isatty())
+        if use_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step",
+                            dynamic_ncols=True, smoothing=0.1)
+        self.total = total_steps
+        self.started = time.time()
+        self.start_step = start_step
+
+    def update(self, step: int, loss: float, clips_per_s: float) -> None:
+        """Per-step progress (the bar only)."""
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", clips_s=f"{clips_per_s:.1f}", refresh=False)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """One JSON line and TensorBoard scalars; a plain text line when there is no bar."""
+        if not self.enabled:
+            return
+        record = {"step": step, "time": round(time.time() - self.started, 2), **metrics}
+        self.jsonl.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(key, value, step)
+        if self.bar is None:
+            done = step - self.start_step
+            elapsed = time.time() - self.started
+            eta = elapsed / max(done, 1) * (self.total - step)
+            log.info("step %d/%d  loss %.4f  acc %.3f  lr %.4g  %.1f clips/s  data wait %.0f%%  "
+                     "eta %s", step, self.total, metrics.get("loss", float("nan")),
+                     metrics.get("global_accuracy", float("nan")), metrics.get("lr", 0.0),
+                     metrics.get("clips_per_s", 0.0), 100 * metrics.get("data_wait_share", 0.0),
+                     time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            log.info(text)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.jsonl.close()

@@ -1,0 +1,309 @@
+"""ConST-CL pretraining: ``constcl pretrain [CONFIG.yaml] [section.key=value ...]``.
+
+Reads top to bottom: set-up, preparing data, building the network, optimiser, resume, train loop,
+export. Works as is under ``torchrun --nproc_per_node=N -m constcl pretrain ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from constcl import dist
+from constcl.config import Config, ConfigError, load_config, save_config
+from constcl.engine import checkpoint as ckpt
+from constcl.engine.data import build_loader, device_batches
+from constcl.engine.export import export_backbone
+from constcl.engine.logger import RankFilter, RunLogger
+from constcl.engine.optim import build_optimizer
+from constcl.engine.schedule import scaled_lr, warmup_cosine
+from constcl.engine.step import TrainStep
+from constcl.models import LossWeights, build_model
+
+log = logging.getLogger("constcl.train")
+
+
+class TooManyBadSteps(RuntimeError):
+    """Too many consecutive steps had a NaN or Inf loss."""
+
+
+# ----------------------------------------------------------------------------------- set-up
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use auto or cpu")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", dist.local_rank())
+
+
+def run_folder(cfg: Config) -> Path:
+    """The run folder, agreed on by all processes (rank 0 picks a time-stamped name)."""
+    name = cfg.train.run_name or time.strftime("%Y%m%d-%H%M%S")
+    if dist.world_size() > 1:
+        holder = [name]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        name = holder[0]
+    return Path(cfg.train.out_dir).expanduser() / name
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of all parameters (to show that processes ended identical).
+
+    Buffers are left out: without SyncBN each process's BN running statistics see only its own
+    last batch (DDP re-broadcasts rank 0's at every forward, and rank 0's are saved)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- the network
+
+def build_network(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(model to train, possibly DDP / compiled; the plain model for saving)."""
+    m = cfg.model
+    model = build_model(m.backbone, variant=m.variant, local_source=m.local_source,
+                        context_length=m.context_length, zero_init_residual=m.zero_init_residual,
+                        losses=LossWeights(**vars(cfg.loss)), embed_dim=m.embed_dim,
+                        decoder_layers=m.decoder_layers, decoder_units=m.decoder_units,
+                        decoder_width=m.decoder_width)
+    if m.sync_bn and dist.world_size() > 1:
+        if device.type != "cuda":
+            raise ConfigError("model.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm "
+                              "is GPU-only); set model.sync_bn=false for multi-process CPU runs")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if device.type == "cuda" and cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    plain = model
+    if dist.world_size() > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    return model, plain
+
+
+# ---------------------------------------------------------------------------- pretraining
+
+def pretrain(cfg: Config) -> Path:
+    """Run (or resume) a pretraining run; returns the run folder."""
+    dist.init_from_env()
+    device = pick_device(cfg.train.device)
+    if device.type == "cpu" and cfg.train.precision == "bf16":
+        cfg.train.precision = "fp32"  # CPU bf16 autocast is much slower than fp32 here
+    seed_everything(cfg.train.seed + dist.rank(), cfg.train.deterministic)
+    run_dir = run_folder(cfg)
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "git_sha.txt").write_text(git_sha() + "\n")
+    else:
+        logging.getLogger().addFilter(RankFilter(dist.rank()))
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RankFilter(dist.rank()))
+    world, accum = dist.world_size(), cfg.optim.accumulation_steps
+    global_batch = cfg.train.batch_size * world * accum
+    log.info("run folder %s (git %s)", run_dir, git_sha()[:12])
+    log.info("device %s, precision %s; %d videos per process x %d processes x %d accumulation "
+             "= global batch %d", device, cfg.train.precision, cfg.train.batch_size, world, accum,
+             global_batch)
+
+    # ---- preparing data
+    start_step, state = 0, None
+    if cfg.train.resume == "auto":
+        found = ckpt.latest_loadable(run_dir)
+        if found is not None:
+            log.info("resuming from %s", found[0])
+            start_step, state = found[1]["step"], found[1]
+    elif cfg.train.resume != "none":
+        state = ckpt.load_checkpoint(cfg.train.resume)
+        start_step = state["step"]
+    loader, dataset, augment = build_loader(cfg, device, start_step, run_dir)
+    log.info("data: %d videos, %d steps per epoch", len(dataset),
+             loader.batch_sampler.steps_per_epoch)
+
+    # ---- building the network, optimiser and schedule
+    model, plain = build_network(cfg, device)
+    params = sum(p.numel() for p in plain.parameters())
+    log.info("model %s / %s / %s: %.2f M parameters", cfg.model.backbone, cfg.model.variant,
+             cfg.model.local_source, params / 1e6)
+    peak_lr = scaled_lr(cfg.optim.base_lr, global_batch)
+    lrs = warmup_cosine(peak_lr, cfg.train.steps, cfg.optim.warmup_steps,
+                        cfg.optim.final_lr_fraction * peak_lr)
+    log.info("lr = base_lr %.4g x %d / 256 = %.4g (warm-up %d steps, cosine to %.3g)",
+             cfg.optim.base_lr, global_batch, peak_lr, cfg.optim.warmup_steps, lrs[-1])
+    optimizer = build_optimizer(plain, cfg.optim.name, peak_lr, cfg.optim.momentum,
+                                cfg.optim.weight_decay, cfg.optim.lars_eta)
+    stepper = TrainStep(model, optimizer, cfg.train.precision, device.type,
+                        cfg.optim.clip_grad_norm)
+
+    # ---- resume
+    if state is not None:
+        plain.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stepper.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+
+    def save(step: int) -> None:
+        if dist.is_main():
+            ckpt.save_checkpoint({"step": step, "model": plain.state_dict(),
+                                  "optimizer": optimizer.state_dict(),
+                                  "scaler": stepper.scaler.state_dict(), "rng": ckpt.rng_state(),
+                                  "config": json.dumps(vars_of(cfg))},
+                                 run_dir, step, cfg.train.keep_checkpoints)
+        if dist.world_size() > 1:
+            torch.distributed.barrier()
+
+    # ---- train loop
+    logger = RunLogger(run_dir, cfg.train.steps, start_step, cfg.train.progress, dist.is_main())
+    step = train_loop(cfg, model, stepper, loader, augment, device, lrs, start_step, logger, save,
+                      dataset)
+    save(step)
+
+    # ---- export
+    fingerprints = [weights_fingerprint(plain)]
+    if dist.world_size() > 1:
+        fingerprints = [None] * dist.world_size()
+        torch.distributed.all_gather_object(fingerprints, weights_fingerprint(plain))
+    if dist.is_main():
+        export_backbone(plain, run_dir / "backbone.safetensors", vars_of(cfg))
+        summary = {"steps": step, "world_size": dist.world_size(), "global_batch": global_batch,
+                   "weights_fingerprints": fingerprints, "bad_videos": dataset.bad_files()}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        logger.message(f"done: {step} steps; backbone in {run_dir / 'backbone.safetensors'}")
+    logger.close()
+    return run_dir
+
+
+def vars_of(cfg: Config) -> dict:
+    from constcl.config import to_dict
+
+    return to_dict(cfg)
+
+
+def train_loop(cfg: Config, model, stepper: TrainStep, loader, augment, device, lrs,
+               start_step: int, logger: RunLogger, save, dataset) -> int:
+    """Steps from start_step to cfg.train.steps; returns the step reached."""
+    model.train()
+    accum, step, bad_in_row = cfg.optim.accumulation_steps, start_step, 0
+    window: dict[str, float] = {}
+    window_steps, wait, busy = 0, 0.0, 0.0
+    began = time.time()
+    batches = device_batches(loader, device, augment, cfg, start_step)
+    clips_per_step = 2 * cfg.train.batch_size * accum * dist.world_size()
+    while step < cfg.train.steps:
+        t0 = time.time()
+        micro = [next(batches) for _ in range(accum)]
+        t1 = time.time()
+        result = stepper(micro, float(lrs[step]))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t2 = time.time()
+        step += 1
+        wait, busy = wait + t1 - t0, busy + t2 - t1
+        if result.skipped:
+            bad_in_row += 1
+            logger.message(f"step {step}: non-finite loss {result.metrics.get('loss')}; "
+                           f"step skipped ({bad_in_row} in a row)")
+            if bad_in_row >= cfg.train.max_bad_steps:
+                raise TooManyBadSteps(
+                    f"{bad_in_row} consecutive steps had a NaN/Inf loss (last at step {step}); "
+                    f"lower optim.base_lr, set optim.clip_grad_norm, or use train.precision=fp32")
+            continue
+        bad_in_row = 0
+        for key, value in result.metrics.items():
+            window[key] = window.get(key, 0.0) + value
+        window_steps += 1
+        logger.update(step, result.metrics["loss"], clips_per_step / max(t2 - t0, 1e-9))
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            metrics = reduce_window(window, window_steps)
+            metrics.update(lr=float(lrs[step - 1]),
+                           clips_per_s=clips_per_step * window_steps / max(wait + busy, 1e-9),
+                           data_wait_share=wait / max(wait + busy, 1e-9),
+                           bad_videos=float(dataset.num_bad()))
+            if result.grad_norm is not None:
+                metrics["grad_norm"] = result.grad_norm
+            logger.log(step, metrics)
+            window, window_steps, wait, busy = {}, 0, 0.0, 0.0
+        if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
+            save(step)
+        limit = cfg.train.time_limit_minutes
+        if limit and time.time() - began > 60 * limit:
+            logger.message(f"time limit of {limit} minutes reached at step {step}")
+            break
+    return step
+
+
+def reduce_window(window: dict[str, float], count: int) -> dict[str, float]:
+    """Mean over the log window and over processes (only at log intervals)."""
+    keys = sorted(window)
+    values = torch.tensor([window[k] / max(count, 1) for k in keys], dtype=torch.float64)
+    values = dist.all_reduce_sum_no_grad(values) / dist.world_size()
+    return {k: float(v) for k, v in zip(keys, values, strict=True) if math.isfinite(float(v))}
+
+
+# ------------------------------------------------------------------------------ command
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", default=None,
+                        help="YAML file or preset name (demo, k400_r3d50_200k); default: demo")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="overrides, e.g. train.steps=100 optim.base_lr=0.1")
+
+
+def resolve_config_path(name: str | None) -> Path:
+    """A YAML path, or the name of a shipped preset (default: demo)."""
+    from constcl.engine.presets import preset_path
+
+    if name is None:
+        return preset_path("demo")
+    if Path(name).is_file() or name.endswith((".yaml", ".yml")):
+        return Path(name)
+    return preset_path(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # only overrides were given
+        config, overrides = None, [config] + overrides
+    try:
+        cfg = load_config(resolve_config_path(config), overrides)
+    except (ConfigError, ValueError) as err:
+        log.error("invalid config: %s", err)
+        return 2
+    pretrain(cfg)
+    return 0

@@ -1,0 +1,65 @@
+import pytest
+
+from constcl.cli import main
+from constcl.config import ConfigError, field_docs, load_config
+from constcl.engine.presets import preset_path, presets
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(None, ["train.steps=12", "optim.base_lr=0.05", "model.sync_bn=false",
+                             f"data.source={tmp_path}"])
+    assert cfg.train.steps == 12 and cfg.optim.base_lr == 0.05 and cfg.model.sync_bn is False
+    assert cfg.data.source == str(tmp_path)
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 7\n  batch_size: 3\nmodel:\n  backbone: r3d_tiny\n")
+    cfg = load_config(path, ["train.steps=9"])
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.model.backbone) == (9, 3, "r3d_tiny")
+
+
+@pytest.mark.parametrize("override, words", [
+    (["train.stepz=3"], ["train.stepz", "steps"]),                    # unknown key
+    (["trian.steps=3"], ["trian.steps", "train"]),                    # unknown section
+    (["model.context_length=4"], ["model.context_length", "odd"]),    # even context length
+    (["optim.base_lr=-0.1"], ["optim.base_lr", "> 0"]),               # negative LR
+    (["data.source=/no/such/folder"], ["data.source", "does not exist"]),
+    (["model.variant=simclr"], ["model.variant", "constcl", "cvrl"]),
+    (["train.steps=ten"], ["train.steps", "int"]),
+])
+def test_invalid_configs_name_the_field_and_allowed_values(override, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, override)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_context_length_must_fit_the_clip():
+    with pytest.raises(ConfigError, match="clip_frames"):
+        load_config(None, ["data.clip_frames=4", "model.context_length=3"])
+
+
+def test_presets_validate(tmp_path):
+    assert {"demo", "k400_r3d50_200k"} <= set(presets())
+    demo = load_config(preset_path("demo"))
+    assert demo.data.source == "synthetic"
+    with pytest.raises(ConfigError, match="data.source is required"):
+        load_config(preset_path("k400_r3d50_200k"))
+    paper = load_config(preset_path("k400_r3d50_200k"), [f"data.source={tmp_path}"])
+    assert paper.model.backbone == "r3d50" and paper.train.steps == 200000
+    assert paper.train.batch_size * 64 == 1024
+
+
+def test_cli_rejects_bad_config_before_any_work(tmp_path, caplog):
+    code = main(["pretrain", "demo", "model.context_length=2",
+                 f"train.out_dir={tmp_path}"])
+    assert code == 2
+    assert "model.context_length" in caplog.text
+    assert not any(tmp_path.iterdir())  # no run folder was created
+
+
+def test_every_field_is_documented_or_obvious():
+    docs = field_docs()
+    assert "optim.base_lr" in docs and "global_batch" in docs["optim.base_lr"]
+    assert "model.sync_bn" in docs

@@ -1,0 +1,100 @@
+"""End-to-end pretraining runs in subprocesses: resume after SIGKILL, a kill during a checkpoint
+write, and torchrun with two CPU processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from constcl.engine import checkpoint as ckpt
+from tests.engine.conftest import STEPS, tiny_overrides
+
+
+def run_pretrain(overrides, fault=None, torchrun=False):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(ckpt.FAULT_ENV, None)
+    if fault:
+        env[ckpt.FAULT_ENV] = fault
+    launcher = [sys.executable]
+    if torchrun:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = launcher + ["-m", "constcl", "pretrain", "demo", *overrides]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def final_model(run_dir):
+    return ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir, STEPS))["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def straight_run(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    proc = run_pretrain(tiny_overrides(world, out, "straight"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "straight", proc
+
+
+def test_straight_run_writes_the_run_folder(straight_run):
+    run_dir, proc = straight_run
+    for name in ("config.yaml", "git_sha.txt", "metrics.jsonl", "backbone.safetensors",
+                 "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").iterdir())
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, STEPS + 1))
+    for key in ("loss", "loss_global", "loss_region", "global_accuracy", "lr", "clips_per_s",
+                "data_wait_share", "region_pos_sim_mean", "region_neg_sim_mean"):
+        assert key in lines[-1], key
+    assert "global batch 4" in proc.stderr
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / "backbone.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("res5_global.") for k in keys)
+    assert any(k.startswith("res5_local.") for k in keys)
+    assert any(k.startswith("trunk.stem.") for k in keys)
+
+
+def test_sigkill_then_resume_equals_straight_run(world, straight_run, tmp_path):
+    overrides = tiny_overrides(world, tmp_path, "resumed")
+    killed = run_pretrain(overrides, fault="kill_after_checkpoint:3")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "resumed")] == ["step_00000003.pt"]
+    resumed = run_pretrain(overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "step_00000003.pt" in resumed.stderr
+    assert_same_weights(final_model(tmp_path / "resumed"), final_model(straight_run[0]))
+
+
+def test_kill_during_checkpoint_write_keeps_previous(world, straight_run, tmp_path):
+    overrides = tiny_overrides(world, tmp_path, "torn")
+    killed = run_pretrain(overrides, fault=f"kill_during_checkpoint:{STEPS}")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    folder = ckpt.checkpoint_dir(tmp_path / "torn")
+    assert list(folder.glob(".step_*.tmp*")), "the torn temporary file should be left behind"
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "torn")] == ["step_00000003.pt"]
+    ckpt.load_checkpoint(folder / "step_00000003.pt")  # the previous checkpoint still loads
+    resumed = run_pretrain(overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "step_00000003.pt" in resumed.stderr
+    assert not list(folder.glob(".step_*.tmp*"))
+    assert_same_weights(final_model(tmp_path / "torn"), final_model(straight_run[0]))
+
+
+def test_torchrun_two_cpu_processes_end_identical(world, tmp_path):
+    proc = run_pretrain(tiny_overrides(world, tmp_path, "ddp", steps=3), torchrun=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch"] == 8
+    fingerprints = summary["weights_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    assert "4 videos per process x 2 processes" in proc.stderr

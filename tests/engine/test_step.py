@@ -1,0 +1,62 @@
+import pytest
+import torch
+from torch import nn
+
+from constcl.config import load_config
+from constcl.engine.pretrain import TooManyBadSteps, pretrain
+from constcl.engine.step import TrainStep
+from tests.engine.conftest import tiny_overrides
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss = (self.w * x).sum()
+        return {"loss": loss, "double": 2 * loss}
+
+
+def test_step_updates_and_averages_micro_batches():
+    model = Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = TrainStep(model, opt, "fp32", "cpu")
+    result = step([{"x": torch.tensor([1.0, 2.0, 3.0])}, {"x": torch.tensor([3.0, 2.0, 1.0])}],
+                  lr=0.5)
+    assert not result.skipped
+    assert result.metrics["loss"] == pytest.approx(6.0)       # mean of 6 and 6
+    # gradient of the mean loss = mean of x = (2, 2, 2); lr 0.5 was applied
+    assert model.w.tolist() == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_non_finite_loss_skips_the_step():
+    model = Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = TrainStep(model, opt, "fp32", "cpu")
+    result = step([{"x": torch.tensor([1.0, float("nan"), 0.0])}], lr=0.1)
+    assert result.skipped
+    assert torch.equal(model.w, torch.ones(3)) and not opt.state
+
+
+def test_clipping_reports_the_norm():
+    model = Toy()
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=1.0), "fp32", "cpu",
+                     clip_grad_norm=1.0)
+    result = step([{"x": torch.tensor([3.0, 4.0, 0.0])}], lr=1.0)
+    assert result.grad_norm == pytest.approx(5.0)
+    assert model.w.tolist() == pytest.approx([1 - 0.6, 1 - 0.8, 1.0])
+
+
+def test_bf16_autocast_on_cpu_runs():
+    model = Toy()
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), "bf16", "cpu")
+    assert not step([{"x": torch.ones(3)}], lr=0.1).skipped
+
+
+def test_too_many_bad_steps_stop_the_run(world, tmp_path):
+    overrides = tiny_overrides(world, tmp_path, "diverge", steps=20)
+    cfg = load_config(None, overrides + ["optim.base_lr=1e37", "optim.warmup_steps=0",
+                                         "train.max_bad_steps=3"])
+    with pytest.raises(TooManyBadSteps, match="3 consecutive steps"):
+        pretrain(cfg)
