@@ -1,0 +1,258 @@
+"""Video decoding behind one function, so another backend (e.g. a GPU decoder) can be added.
+
+Frame indices live on a *nominal* grid: index ``i`` means time ``i / fps`` after the first frame,
+where ``fps`` is the stream's average rate. A decoded frame is selected for index ``i`` when it is
+the latest frame whose presentation time is ``<= i / fps`` (plus one tick of the stream time base,
+to absorb timestamp rounding in containers with coarse time bases such as mkv's milliseconds).
+This makes variable-frame-rate files behave: a frame that is shown for a long time is repeated,
+frames shown only briefly may be skipped, exactly as a player at ``fps`` would show them.
+
+PyAV is imported lazily inside the backend so importing this module is cheap and a missing
+backend only breaks decoding, not the whole package. Decoding is single-threaded: clips are short
+and the parallelism comes from DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["VideoError", "VideoInfo", "probe", "verify", "decode_frames", "decode_all"]
+
+# Indices at most this many nominal frames past the last decoded frame map to the last frame
+# (header frame counts and durations are estimates); further than that means a truncated file.
+_END_SLACK_FRAMES = 2
+
+
+class VideoError(Exception):
+    """A video cannot be used: unreadable, no video stream, no frames, or truncated."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a sampler needs to know about a video.
+
+    ``num_frames`` is an estimate on the nominal ``fps`` grid (header frame count when the
+    container has one, else ``duration * fps``).
+    """
+
+    path: str
+    num_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+
+
+def _open(path: str | Path):
+    import av
+
+    try:
+        return av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+        raise VideoError(path, f"unreadable ({type(err).__name__}: {err})") from err
+
+
+def _video_stream(container, path: str | Path):
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise VideoError(path, f"no video stream (streams: {', '.join(kinds)})")
+    return container.streams.video[0]
+
+
+def _rate(stream) -> Fraction:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or rate <= 0:
+        raise VideoError(stream.container.name, "unknown frame rate")
+    return Fraction(rate)
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's header (and its first frame when the header lacks a frame count).
+
+    Raises:
+        VideoError: unreadable file, no video stream (e.g. audio only), or no decodable frame.
+    """
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        fps = _rate(stream)
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        num_frames = int(stream.frames or round(duration * fps))
+        if num_frames <= 0:
+            raise VideoError(path, "zero frames")
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise VideoError(path, "zero-size frames")
+        if duration <= 0:
+            duration = float(num_frames / fps)
+        return VideoInfo(str(path), num_frames, float(fps), duration, width, height)
+    finally:
+        container.close()
+
+
+def verify(path: str | Path) -> VideoInfo:
+    """``probe`` plus decoding the first and the last frame; catches truncated files cheaply."""
+    info = probe(path)
+    decode_frames(path, [0, info.num_frames - 1])
+    return info
+
+
+def decode_frames(
+    path: str | Path,
+    frame_indices: Sequence[int] | np.ndarray,
+    short_side: int | None = None,
+    backend: str = "pyav",
+) -> np.ndarray:
+    """Decode the frames at the given nominal indices.
+
+    Args:
+        path: video file.
+        frame_indices: N indices on the nominal fps grid, any order, repeats allowed.
+        short_side: if given, frames are resized (during colour conversion) so that their
+            shorter side has this many pixels, keeping the aspect ratio.
+        backend: decoder; only ``"pyav"`` exists.
+
+    Returns:
+        uint8 array (N, H, W, 3), RGB, in the order of ``frame_indices``.
+
+    Raises:
+        VideoError: on any decoding failure, or indices past the end of a truncated file.
+    """
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown decode backend {backend!r}; choose from {sorted(_BACKENDS)}")
+    indices = np.asarray(frame_indices, dtype=np.int64)
+    if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
+        raise ValueError(f"frame_indices must be a non-empty 1-D list of indices >= 0: {indices}")
+    return _BACKENDS[backend](path, indices, short_side)
+
+
+def decode_all(path: str | Path, short_side: int | None = None) -> np.ndarray:
+    """Decode every frame of a video into (N, H, W, 3) uint8; for comparisons and benchmarks."""
+    import av
+
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_count = 1  # as decode_frames, for a like-for-like comparison
+        size, reformatter = None, _reformatter()
+        out = []
+        for frame in container.decode(stream):
+            size = size or _target_size(frame.width, frame.height, short_side)
+            out.append(_rgb(reformatter, frame, size))
+    except av.FFmpegError as err:
+        raise VideoError(path, f"decoding failed ({err})") from err
+    finally:
+        container.close()
+    if not out:
+        raise VideoError(path, "zero frames")
+    return np.stack(out)
+
+
+def _reformatter():
+    """One colour converter per decode: it keeps its swscale context between frames (a
+    ``frame.to_ndarray(width=...)`` per frame builds a new one each time, ~30x slower)."""
+    from av.video.reformatter import VideoReformatter
+
+    return VideoReformatter()
+
+
+def _rgb(reformatter, frame, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded frame at ``size`` = (width, height)."""
+    return reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+
+
+def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) after scaling the short side to ``short_side`` (unchanged if None)."""
+    if short_side is None:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _decode_pyav(path: str | Path, indices: np.ndarray, short_side: int | None) -> np.ndarray:
+    import av
+
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_count = 1  # short decodes: threads cost more than they save
+        wanted = np.unique(indices)  # sorted
+        frames = _select_frames(container, stream, wanted, short_side, path)
+    except av.FFmpegError as err:
+        raise VideoError(path, f"decoding failed ({err})") from err
+    finally:
+        container.close()
+    lookup = {int(k): i for i, k in enumerate(wanted)}
+    return np.stack([frames[lookup[int(k)]] for k in indices])
+
+
+def _select_frames(container, stream, wanted, short_side, path) -> list[np.ndarray]:
+    """Seek before ``wanted[0]``, decode forward and pick one frame per (sorted) wanted index."""
+    fps, tb, start = _rate(stream), stream.time_base, stream.start_time or 0
+    # a frame at time t (seconds after the first frame) is eligible for index k if t <= k/fps + tb
+    thresholds = [Fraction(int(k)) / fps + tb for k in wanted]
+    seek_pts = start + math.floor(Fraction(int(wanted[0])) / fps / tb) if wanted[0] > 0 else None
+    result = _decode_forward(container, stream, thresholds, short_side, seek_pts)
+    if result is None:  # the seek landed after the first wanted frame: decode from the start
+        result = _decode_forward(container, stream, thresholds, short_side, start, retry=False)
+    out, last_time = result
+    if last_time is None:
+        raise VideoError(path, "zero frames")
+    if len(out) < len(thresholds):
+        raise VideoError(path, f"truncated (no frame after {float(last_time):.2f}s)")
+    return out
+
+
+def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=True):
+    """Decode from ``seek_pts`` (None: from where the container is) and select frames.
+
+    Returns (selected RGB arrays, time of the last decoded frame), or None when ``retry`` and
+    the first decoded frame is already past the first threshold (an imprecise seek).
+    """
+    tb, start = stream.time_base, stream.start_time or 0
+    period = 1 / _rate(stream)
+    if seek_pts is not None:
+        container.seek(int(seek_pts), stream=stream, backward=True, any_frame=False)
+    out: list[np.ndarray] = []
+    prev, prev_time, size = None, None, None
+    reformatter = _reformatter()
+
+    def rgb(frame) -> np.ndarray:
+        return _rgb(reformatter, frame, size)
+
+    for frame in container.decode(stream):
+        if frame.pts is not None:
+            time = Fraction(frame.pts - start) * tb
+        else:  # no timestamp: one nominal period after the previous frame
+            time = Fraction(0) if prev_time is None else prev_time + period
+        if prev is None and retry and seek_pts is not None and time > thresholds[0]:
+            return None
+        size = size or _target_size(frame.width, frame.height, short_side)
+        while len(out) < len(thresholds) and time > thresholds[len(out)]:
+            out.append(rgb(prev if prev is not None else frame))
+        if len(out) == len(thresholds):
+            return out, time
+        prev, prev_time = frame, time
+    if prev is not None:  # stream ended: indices just past the end map to the last frame
+        last, limit = rgb(prev), prev_time + tb + _END_SLACK_FRAMES * period
+        while len(out) < len(thresholds) and thresholds[len(out)] <= limit:
+            out.append(last)
+    return out, prev_time
+
+
+_BACKENDS = {"pyav": _decode_pyav}
