@@ -1,0 +1,301 @@
+"""``constcl eval detect``: AVA v2.2 spatio-temporal action detection on frozen features.
+
+Protocol (EVALUATION.md section 2, SPEC section 5):
+
+* For every key frame, a clip of ``--frames`` frames at ``--stride`` centred on it (input frame
+  ``frames // 2`` is the key frame; see ``detect_data`` for the timestamp -> frame rule), short
+  side resized to ``--size``, the full frame (no crop), through the frozen backbone (eval mode).
+* RoI features of the boxes on the temporally averaged res5 map (``roi.py``: RoIAlign 7 x 7,
+  ``aligned=True``, spatial scale 1/32, spatial max).
+* A linear multi-label classifier (sigmoid BCE, ``probe.py``) trained on the features of the
+  **ground-truth** training boxes.
+* Validation boxes are the ground truth (``--boxes gt``: "mAP (GT)", classification only) or a
+  person detector's (``--boxes detections``: "mAP (Det)", boxes with score ``>= --det-thresh``).
+  Every box is submitted once per evaluated class with that class's sigmoid score, and
+  ``ava_frame_map`` gives the frame-level mAP at IoU 0.5 (PASCAL VOC all-point AP).
+
+Outputs in ``--out``: ``results.json`` (mAP, per-class AP table), ``per_class_ap.png``,
+``training_curve.png`` (training loss; validation mAP every ``epochs // 20`` epochs),
+``predictions.csv`` (the official detection-CSV layout) and the feature cache under ``cache/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from constcl.data.decode import VideoError, decode_frames, probe
+from constcl.eval import detect_data as ava
+from constcl.eval.clips import centred_indices, to_model_input
+from constcl.eval.common import (
+    add_encoder_arguments,
+    encoder_identity,
+    file_digest,
+    load_encoder,
+    prepare_out_dir,
+    resolve_device,
+    write_json,
+)
+from constcl.eval.features import cached_arrays
+from constcl.eval.metrics.ava_map import AVAMapResult, ava_frame_map
+from constcl.eval.plots import bar_chart, plot_training_curve
+from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
+from constcl.eval.roi import boxes_to_rois, roi_features
+from constcl.models.r3d import R3D
+
+__all__ = ["add_arguments", "run", "KeyFrameClips", "encode_key_frames", "detection_rows"]
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_encoder_arguments(parser)
+    parser.add_argument("--data", required=True, type=Path,
+                        help="AVA root holding annotations/ (or a folder holding ava/annotations/)")
+    parser.add_argument("--videos", type=Path, default=None,
+                        help="folder of the videos (default ROOT/videos, ROOT/videos_15min, "
+                             "ROOT/../videos)")
+    parser.add_argument("--boxes", choices=("gt", "detections"), default="gt",
+                        help="validation boxes: ground truth (mAP GT) or a detector's (mAP Det)")
+    parser.add_argument("--detections", type=Path, default=None,
+                        help="person-box CSV for --boxes detections "
+                             "(default annotations/ava_val_predicted_boxes.csv)")
+    parser.add_argument("--det-thresh", type=float, default=0.8,
+                        help="keep detected boxes with score >= this (SlowFast AVA configs: 0.8; "
+                             "PySlowFast default 0.9)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frames per second for timestamp -> frame (default: the video's)")
+    parser.add_argument("--time-offset", type=float, default=0.0,
+                        help="second of the video's first frame: 0 for the synthetic world, 900 "
+                             "for PySlowFast's 15-minute AVA cuts")
+    views = parser.add_argument_group("clip")
+    views.add_argument("--frames", type=int, default=32, help="frames per clip")
+    views.add_argument("--stride", type=int, default=2, help="temporal stride between frames")
+    views.add_argument("--size", type=int, default=256,
+                       help="short side of the frames (use a multiple of 32, the res5 stride)")
+    train = parser.add_argument_group("classifier")
+    train.add_argument("--epochs", type=int, default=100, help="classifier epochs")
+    train.add_argument("--lr", type=float, default=0.1,
+                       help="peak SGD learning rate on standardised RoI features")
+    train.add_argument("--batch-size", type=int, default=256, help="classifier batch in boxes")
+    train.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
+    parser.add_argument("--encode-batch-size", type=int, default=8,
+                        help="clips per forward pass of the frozen encoder")
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+class KeyFrameClips(Dataset):
+    """Key frame ``i`` -> ``{"clip": uint8 (T, H, W, 3), "index": i, "error": str}``: the
+    clip centred on the key frame, short side ``size`` (``clip`` is None on error)."""
+
+    def __init__(self, keys: list[ava.Key], paths: dict[str, Path], frames: int, stride: int,
+                 size: int, fps: float | None, time_offset: float) -> None:
+        self.keys, self.paths = keys, paths
+        self.frames, self.stride, self.size = frames, stride, size
+        self.fps, self.time_offset = fps, time_offset
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        vid, ts = self.keys[index]
+        if vid not in self.paths:
+            return {"clip": None, "index": index, "error": f"no video for {vid}"}
+        try:
+            info = probe(self.paths[vid])
+            key = ava.timestamp_to_frame(ts, self.fps or info.fps, self.time_offset)
+            if not 0 <= key < info.num_frames:
+                return {"clip": None, "index": index,
+                        "error": f"{vid} key frame {key} outside 0..{info.num_frames - 1}"}
+            idx = centred_indices(key, self.frames, self.stride, info.num_frames)
+            clip = decode_frames(self.paths[vid], idx, short_side=self.size)
+        except VideoError as err:
+            return {"clip": None, "index": index, "error": str(err)}
+        return {"clip": clip, "index": index, "error": ""}
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+@torch.no_grad()
+def encode_key_frames(net: R3D, data: KeyFrameClips, boxes: list[np.ndarray],
+                      device: torch.device, batch_size: int, workers: int,
+                      desc: str) -> dict[str, np.ndarray]:
+    """RoI features of every box of every key frame.
+
+    Returns:
+        ``{"features": (N, C) float32, "valid": (N,) bool}`` with the boxes of all key frames
+        concatenated in order; boxes of key frames that could not be decoded are invalid.
+    """
+    offsets = np.r_[0, np.cumsum([len(b) for b in boxes])].astype(int)
+    feats = np.zeros((offsets[-1], net.out_channels), np.float32)
+    valid = np.zeros(offsets[-1], bool)
+    buffer: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if not buffer:
+            return
+        x = to_model_input(np.stack([b["clip"] for b in buffer])).to(device)
+        h, w = x.shape[-2:]
+        rois = boxes_to_rois([torch.from_numpy(boxes[b["index"]]) for b in buffer], h, w)
+        out = roi_features(net.forward_features(x)["res5"], rois.to(device)).cpu().numpy()
+        k = 0
+        for b in buffer:
+            lo, hi = offsets[b["index"]], offsets[b["index"] + 1]
+            feats[lo:hi], valid[lo:hi] = out[k:k + hi - lo], True
+            k += hi - lo
+        buffer.clear()
+
+    loader = DataLoader(data, batch_size=None, num_workers=workers, collate_fn=_identity)
+    for item in tqdm(loader, desc=desc, unit="key frame", leave=False):
+        if item["error"]:
+            log.warning("skipping key frame %s: %s", data.keys[item["index"]], item["error"])
+            continue
+        if buffer and (item["clip"].shape != buffer[0]["clip"].shape or len(buffer) >= batch_size):
+            flush()
+        buffer.append(item)
+    flush()
+    return {"features": feats, "valid": valid}
+
+
+def _features(args: argparse.Namespace, files: ava.AVAFiles, frames: ava.KeyFrames,
+              which: str, sources: list[Path]) -> tuple[dict[str, np.ndarray], bool]:
+    """Cached RoI features of ``frames`` (``which`` names the box set in the cache file)."""
+    key = {"kind": "roi_res5", "encoder": encoder_identity(args), "which": which,
+           "files": {str(p): file_digest(p) for p in sources}, "det_thresh": args.det_thresh,
+           "clip": [args.frames, args.stride, args.size, args.fps, args.time_offset],
+           "videos": str(files.videos)}
+
+    def compute() -> dict[str, np.ndarray]:
+        device = resolve_device(args.device)
+        net = load_encoder(args).to(device)
+        paths = ava.video_paths(files.videos, {k[0] for k in frames.keys})
+        data = KeyFrameClips(frames.keys, paths, args.frames, args.stride, args.size, args.fps,
+                             args.time_offset)
+        return encode_key_frames(net, data, frames.boxes, device, args.encode_batch_size,
+                                 args.workers, f"encoding {which}")
+
+    return cached_arrays(args.cache_dir or args.out / "cache", f"detect-{which}", key, compute)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def detection_rows(frames: ava.KeyFrames, scores: np.ndarray, valid: np.ndarray,
+                   class_ids: list[int]) -> list[tuple]:
+    """Official detection rows: every valid box once per class with that class's score.
+
+    Args:
+        scores: ``(N, C)`` sigmoid scores of the concatenated boxes; valid: ``(N,)``.
+    """
+    rows: list[tuple] = []
+    i = 0
+    for (vid, ts), boxes in zip(frames.keys, frames.boxes, strict=True):
+        for box in boxes:
+            if valid[i]:
+                rows.extend((vid, ts, *map(float, box), c, float(scores[i, j]))
+                            for j, c in enumerate(class_ids))
+            i += 1
+    return rows
+
+
+def _write_predictions(path: Path, rows: list[tuple]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        for vid, ts, x1, y1, x2, y2, c, s in rows:
+            w.writerow([vid, f"{ts:04d}", f"{x1:.3f}", f"{y1:.3f}", f"{x2:.3f}", f"{y2:.3f}", c,
+                        f"{s:.6f}"])
+
+
+def _per_class_plot(result: AVAMapResult, label_map: dict[int, str], path: Path,
+                    boxes: str) -> list[dict[str, Any]]:
+    """Per-class AP table (NaN for classes without ground truth) and its bar chart."""
+    table = [{"id": c, "name": name, "ap": result.per_class_ap.get(c, float("nan")),
+              "num_gt": result.num_groundtruth[c]} for c, name in label_map.items()]
+    bar_chart([f"{t['id']} {t['name']}" for t in table], [t["ap"] for t in table], path,
+              "AP @ IoU 0.5", f"AVA frame AP per class ({boxes} boxes)", mean=result.mean_ap)
+    return table
+
+
+def _val_boxes(args: argparse.Namespace, files: ava.AVAFiles, gt_val: ava.KeyFrames,
+               num_classes: int) -> tuple[ava.KeyFrames, list[Path]]:
+    if args.boxes == "gt":
+        return gt_val, [files.val]
+    if files.val_detections is None:
+        raise SystemExit("--boxes detections needs annotations/ava_val_predicted_boxes.csv or "
+                         "--detections PATH")
+    return (ava.detection_key_frames(files.val_detections, args.det_thresh, num_classes),
+            [files.val_detections])
+
+
+def run(args: argparse.Namespace) -> int:
+    out = prepare_out_dir(args.out)
+    start = time.perf_counter()
+    # ---- annotations
+    files = ava.find_ava_files(args.data, args.videos, args.detections)
+    label_map = ava.load_label_map(files)
+    class_ids = list(label_map)
+    gt_val_rows = ava.read_groundtruth(files.val)
+    train = ava.groundtruth_key_frames(ava.read_groundtruth(files.train), class_ids)
+    val = ava.groundtruth_key_frames(gt_val_rows, class_ids)
+    val_boxes, val_sources = _val_boxes(args, files, val, len(class_ids))
+    excluded = ava.load_exclusions(files)
+    # ---- features (cached)
+    f_train, hit_train = _features(args, files, train, "train-gt", [files.train])
+    f_val, hit_val = _features(args, files, val_boxes, f"val-{args.boxes}", val_sources)
+    # ---- classifier
+    y_train = np.concatenate(train.labels)
+    keep = f_train["valid"]
+    eval_every, epoch = max(1, args.epochs // 20), [0]
+
+    def evaluate_map(probe) -> dict[str, float]:
+        """Validation mAP every ``eval_every`` epochs and at the last (it is not free on AVA)."""
+        epoch[0] += 1
+        if epoch[0] % eval_every and epoch[0] != args.epochs:
+            return {}
+        scores = 1 / (1 + np.exp(-predict(probe, f_val["features"])))
+        dets = detection_rows(val_boxes, scores, f_val["valid"], class_ids)
+        return {"val_map": ava_frame_map(gt_val_rows, dets, class_ids, excluded).mean_ap}
+
+    cfg = ProbeConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                      weight_decay=args.weight_decay, seed=args.seed)
+    probe, history = fit_linear_probe(f_train["features"][keep], y_train[keep], len(class_ids),
+                                      cfg, evaluate_map)
+    # ---- evaluation and outputs
+    scores = 1 / (1 + np.exp(-predict(probe, f_val["features"])))
+    dets = detection_rows(val_boxes, scores, f_val["valid"], class_ids)
+    result = ava_frame_map(gt_val_rows, dets, class_ids, excluded)
+    _write_predictions(out / "predictions.csv", dets)
+    table = _per_class_plot(result, label_map, out / "per_class_ap.png", args.boxes)
+    plot_training_curve(history, out / "training_curve.png", "RoI classifier training")
+    summary = {
+        "task": "detect", "metrics": {"map": result.mean_ap}, "boxes": args.boxes,
+        "per_class": table, "checkpoint": str(args.checkpoint), "backbone": args.backbone,
+        "branch": args.branch, "data": str(args.data), "det_thresh": args.det_thresh,
+        "clip": {"frames": args.frames, "stride": args.stride, "size": args.size,
+                 "fps": args.fps, "time_offset": args.time_offset},
+        "key_frames": {"train": len(train.keys), "val": len(val_boxes.keys)},
+        "boxes_encoded": {"train": int(keep.sum()), "val": int(f_val["valid"].sum())},
+        "boxes_skipped": {"train": int((~keep).sum()), "val": int((~f_val["valid"]).sum())},
+        "cache_hit": {"train": hit_train, "val": hit_val},
+        "feature_dim": int(f_train["features"].shape[1]), "history": history,
+        "plots": ["per_class_ap.png", "training_curve.png"],
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    write_json(out / "results.json", summary)
+    print(f"detect ({args.boxes} boxes, {args.branch}): frame mAP@0.5 {result.mean_ap:.4f} over "
+          f"{len(result.per_class_ap)} classes, {summary['boxes_encoded']['val']} val boxes "
+          f"-> {out}")
+    return 0
