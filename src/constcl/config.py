@@ -46,6 +46,9 @@ class DataConfig:
     and crop faster with e.g. 256."""
     num_regions: int = 8
     """K boxes per view."""
+    color_strength: float = 1.0
+    """Scale of the colour-jitter strengths (1.0 = SPEC: brightness, contrast, saturation 0.8,
+    hue 0.2). Lower it when the global loss stays at chance on small crops or simple videos."""
     region_generator: str = "random"
     """random (default, SPEC 1), cues (low-level image proposals) or detections (box files)."""
     boxes_dir: str = ""
@@ -122,6 +125,9 @@ class TrainConfig:
     """channels_last_3d memory format on GPU (ignored on CPU)."""
     compile: bool = False
     """torch.compile the model (GPU; first steps are slow while compiling)."""
+    cpu_threads: int = 0
+    """Intra-op threads when training on CPU (0: CPU cores minus data.workers, at least 1).
+    More threads than free cores makes PyTorch's CPU kernels many times slower."""
     deterministic: bool = False
     """Deterministic kernels (slower): bit-identical reruns and resumes on CPU."""
     out_dir: str = "runs"
@@ -166,7 +172,8 @@ POSITIVE = ("data.synth_videos", "data.synth_size", "data.clip_frames", "data.fr
             "loss.region_temperature", "optim.base_lr", "optim.accumulation_steps",
             "train.steps", "train.batch_size", "train.log_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.max_bad_steps")
-NON_NEGATIVE = ("data.short_side", "data.workers", "loss.global_weight", "loss.region_weight",
+NON_NEGATIVE = ("data.short_side", "data.workers", "data.color_strength", "train.cpu_threads",
+                "loss.global_weight", "loss.region_weight",
                 "optim.momentum", "optim.weight_decay", "optim.warmup_steps",
                 "optim.clip_grad_norm", "optim.lars_eta", "train.time_limit_minutes")
 

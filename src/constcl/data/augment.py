@@ -250,12 +250,23 @@ class PhotometricAugment(nn.Module):
         self.generator = generator
 
     @classmethod
-    def for_view(cls, view: str, generator: torch.Generator | None = None) -> PhotometricAugment:
+    def for_view(cls, view: str, generator: torch.Generator | None = None,
+                 color_strength: float = 1.0, crop_size: int = 224) -> PhotometricAugment:
         """SPEC defaults: view "a" always blurs, never solarises; view "b" blurs with p 0.1 and
-        solarises with p 0.2."""
+        solarises with p 0.2.
+
+        ``color_strength`` scales the jitter strengths (1.0: brightness, contrast, saturation
+        0.8 and hue 0.2). The blur sigma range 0.1-2.0 px is SPEC's for 224 px crops and is
+        scaled by ``crop_size / 224``, so a smaller crop gets the same relative blur.
+        """
         if view not in _VIEW_DEFAULTS:
             raise ValueError(f"view must be 'a' or 'b', got {view!r}")
-        return cls(**_VIEW_DEFAULTS[view], generator=generator)
+        if color_strength < 0:
+            raise ValueError(f"color_strength must be >= 0, got {color_strength}")
+        c, k = color_strength, crop_size / 224
+        return cls(**_VIEW_DEFAULTS[view], brightness=0.8 * c, contrast=0.8 * c,
+                   saturation=0.8 * c, hue=min(0.2 * c, 0.5), blur_sigma=(0.1 * k, 2.0 * k),
+                   generator=generator)
 
     def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict:
         """Per-clip parameters, all on CPU: factors (B, 4) in jitter op order (brightness,

@@ -61,7 +61,8 @@ def build_loader(cfg: Config, device: torch.device, start_step: int, run_dir: Pa
                         collate_fn=collate, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0,
                         prefetch_factor=4 if workers > 0 else None)
-    augment = (PhotometricAugment.for_view("a"), PhotometricAugment.for_view("b"))
+    augment = tuple(PhotometricAugment.for_view(view, color_strength=cfg.data.color_strength,
+                                                crop_size=cfg.data.size) for view in "ab")
     return loader, dataset, augment
 
 

@@ -67,6 +67,16 @@ def run_folder(cfg: Config) -> Path:
     return Path(cfg.train.out_dir).expanduser() / name
 
 
+def cpu_threads(cfg: Config) -> int:
+    """Threads for CPU training: the configured number, else the cores this process may use
+    (divided among local processes) minus the data workers, at least 1."""
+    if cfg.train.cpu_threads:
+        return cfg.train.cpu_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (cores or 1) // local - cfg.data.workers)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -123,8 +133,10 @@ def pretrain(cfg: Config) -> Path:
     """Run (or resume) a pretraining run; returns the run folder."""
     dist.init_from_env()
     device = pick_device(cfg.train.device)
-    if device.type == "cpu" and cfg.train.precision == "bf16":
-        cfg.train.precision = "fp32"  # CPU bf16 autocast is much slower than fp32 here
+    if device.type == "cpu":
+        if cfg.train.precision == "bf16":
+            cfg.train.precision = "fp32"  # CPU bf16 autocast is much slower than fp32 here
+        torch.set_num_threads(cpu_threads(cfg))
     seed_everything(cfg.train.seed + dist.rank(), cfg.train.deterministic)
     run_dir = run_folder(cfg)
     if dist.is_main():
@@ -138,6 +150,8 @@ def pretrain(cfg: Config) -> Path:
     world, accum = dist.world_size(), cfg.optim.accumulation_steps
     global_batch = cfg.train.batch_size * world * accum
     log.info("run folder %s (git %s)", run_dir, git_sha()[:12])
+    if device.type == "cpu":
+        log.info("CPU threads per process: %d (train.cpu_threads)", torch.get_num_threads())
     log.info("device %s, precision %s; %d videos per process x %d processes x %d accumulation "
              "= global batch %d", device, cfg.train.precision, cfg.train.batch_size, world, accum,
              global_batch)

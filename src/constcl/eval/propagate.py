@@ -1,0 +1,226 @@
+"""``constcl eval propagate``: DAVIS-2017 semi-supervised label propagation on frozen features.
+
+Every frame is encoded on its own (``frame_encoder``: a still clip, ``--frame-mode static``) at
+full resolution into the ``--stage`` map (default res4, dilated to stride 8 as in VFS; CRW also
+works at stride 8). The first frame's masks (one-hot channels background, object 1 .. K; void
+counts as background, as in the official loader) are resized to the feature grid (area
+average) and propagated with ``propagation.propagate_labels`` (top-k affinities over the
+first frame plus a queue of previous frames within a spatial radius; CRW defaults). Each soft
+label map is upsampled to the frame size (bilinear) and its argmax is the predicted object id.
+J, F and J&F come from ``metrics.davis`` with the official object averaging (first and last
+frames excluded).
+
+Features are cached per sequence (``--cache-dir``, default ``OUT/cache``, float16 ``.npz`` keyed
+by encoder identity, frame settings and frame files), so reruns with other propagation settings
+(``--temperature --topk --context --radius``) do not re-encode.
+
+Writes into ``--out``: ``results.json`` (settings; ``metrics``: the official table
+``J&F-Mean, J-Mean, J-Recall, J-Decay, F-Mean, F-Recall, F-Decay``; per-sequence and per-object
+means), ``masks/<seq>/%05d.png`` (DAVIS result format, palette PNGs; ``--no-masks`` skips them)
+and ``overlays/<seq>.png`` (predicted over ground-truth masks for a few frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from constcl.eval.common import (
+    add_encoder_arguments,
+    encoder_identity,
+    load_encoder,
+    prepare_out_dir,
+    resolve_device,
+    write_json,
+)
+from constcl.eval.davis_data import DavisSequence, load_sequences, read_annotations, read_frames
+from constcl.eval.davis_data import write_masks as write_mask_pngs
+from constcl.eval.features import cached_arrays
+from constcl.eval.frame_encoder import (
+    FrameEncoder,
+    add_frame_encoder_arguments,
+    cpu_threads,
+    frame_encoder_spec,
+    stage_stride,
+    to_model_range,
+)
+from constcl.eval.metrics.davis import VOID_LABEL, evaluate_sequence, summarize
+from constcl.eval.overlay import evenly_spaced, save_overlay_grid
+from constcl.eval.propagation import PropagationConfig, propagate_labels
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Encoder, data, propagation and output options of ``constcl eval propagate``."""
+    add_encoder_arguments(parser)
+    parser.add_argument("--data", required=True, type=Path,
+                        help="DAVIS root (JPEGImages/, Annotations/, ImageSets/), or a "
+                             "synthetic world root holding davis/")
+    parser.add_argument("--split", default="val", help="ImageSets/<year>/<split>.txt")
+    parser.add_argument("--year", default="2017", help="ImageSets/<year>")
+    parser.add_argument("--resolution", default="480p", help="JPEGImages/<resolution>")
+    parser.add_argument("--sequences", type=int, default=None,
+                        help="evaluate only the first N sequences of the list; quick runs")
+    add_frame_encoder_arguments(parser, default_stage="res4")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames encoded at once")
+    d = PropagationConfig()
+    parser.add_argument("--temperature", type=float, default=d.temperature,
+                        help="affinity softmax temperature (CRW 0.05, VFS 0.07); lower is "
+                             "closer to nearest-neighbour copying")
+    parser.add_argument("--topk", type=int, default=d.topk, help="keys kept per query cell")
+    parser.add_argument("--context", type=int, default=d.context,
+                        help="previous frames in the queue, besides the first frame")
+    parser.add_argument("--radius", type=float, default=d.radius,
+                        help="spatial radius in feature cells for the queue's keys (CRW 12, "
+                             "VFS 24; <= 0: none); the first frame is never restricted")
+    parser.add_argument("--overlay-sequences", type=int, default=3,
+                        help="sequences that get an overlay image")
+    parser.add_argument("--overlay-frames", type=int, default=5,
+                        help="frames per overlay image, evenly spaced")
+    parser.add_argument("--no-masks", action="store_true",
+                        help="do not write the predicted palette PNGs under OUT/masks")
+
+
+@torch.no_grad()
+def encode_frames(encoder: FrameEncoder, frames: np.ndarray, device: torch.device,
+                  batch_size: int) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 -> ``(T, C, h, w)`` float16 feature maps."""
+    out = []
+    for i in range(0, len(frames), batch_size):
+        x = torch.from_numpy(frames[i : i + batch_size]).to(device)
+        x = to_model_range(x.permute(0, 3, 1, 2).contiguous())
+        out.append(encoder(x).half().cpu().numpy())
+    return np.concatenate(out)
+
+
+def first_frame_onehot(first: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` ids of frame 0 -> ``(K + 1, h, w)`` soft one-hot on the feature grid.
+
+    Void (255) counts as background; ``K`` is the largest id. Each cell gets the fraction of
+    its footprint each label covers (area averaging). CRW resizes bilinearly, which at stride 8
+    samples only the pixels next to each cell centre and can miss thin objects.
+    """
+    ids = torch.from_numpy(np.where(first == VOID_LABEL, 0, first).astype(np.int64))
+    onehot = F.one_hot(ids, int(ids.max()) + 1).permute(2, 0, 1).float()
+    return F.interpolate(onehot[None], size=grid, mode="area")[0]
+
+
+def labels_to_ids(soft: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """``(T, L, h, w)`` soft labels -> ``(T, H, W)`` uint8 ids (bilinear upsampling, argmax)."""
+    out = np.empty((soft.shape[0], *size), dtype=np.uint8)
+    for t in range(soft.shape[0]):
+        up = F.interpolate(soft[t : t + 1], size=size, mode="bilinear", align_corners=False)
+        out[t] = up[0].argmax(dim=0).cpu().numpy().astype(np.uint8)
+    return out
+
+
+def sequence_features(seq: DavisSequence, args: argparse.Namespace, get_encoder,
+                      device: torch.device) -> np.ndarray:
+    """The cached ``(T, C, h, w)`` features of one sequence (encoded on a cache miss)."""
+    spec = {"task": "davis-frames", "encoder": encoder_identity(args), **frame_encoder_spec(args),
+            "sequence": str(seq.frames[0].parent.resolve()),
+            "frames": [(p.name, p.stat().st_size) for p in seq.frames]}
+
+    def compute() -> dict[str, np.ndarray]:
+        return {"features": encode_frames(get_encoder(), read_frames(seq.frames), device,
+                                          args.batch_size)}
+
+    cache_dir = args.cache_dir or Path(args.out) / "cache"
+    arrays, _ = cached_arrays(cache_dir, f"davis-{seq.name}", spec, compute)
+    return arrays["features"]
+
+
+def propagate_sequence(seq: DavisSequence, feats: np.ndarray, cfg: PropagationConfig,
+                       device: torch.device | str = "cpu"
+                       ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Predicted ``(T, H, W)`` ids, ground truth ``(T, H, W)`` and the annotation palette.
+
+    The propagation runs on ``device`` (features ``(T, C, h, w)`` in float32 plus one key set of
+    ``1 + context`` frames; an R3D-50 res4 map of a 480p DAVIS sequence is about 2 GB).
+    """
+    gt, palette = read_annotations(seq.annotations)
+    f = torch.from_numpy(feats).to(device).float()
+    first = first_frame_onehot(gt[0], tuple(f.shape[-2:])).to(device)
+    soft = propagate_labels(f, first, cfg, progress=True)
+    pred = labels_to_ids(soft, gt.shape[1:])
+    pred[0] = np.where(gt[0] == VOID_LABEL, 0, gt[0])  # the given frame (dropped by the metric)
+    return pred, gt, palette
+
+
+def run(args: argparse.Namespace) -> int:
+    """Encode (or load cached) features, propagate, evaluate J&F, write JSON, masks, overlays."""
+    start = time.time()
+    device = resolve_device(args.device)
+    out = prepare_out_dir(args.out)
+    sequences = load_sequences(args.data, args.split, args.year, args.resolution, args.sequences)
+    cfg = PropagationConfig(temperature=args.temperature, topk=args.topk, context=args.context,
+                            radius=args.radius)
+
+    @functools.cache
+    def get_encoder() -> FrameEncoder:
+        return FrameEncoder(load_encoder(args), args.stage, args.frame_mode,
+                            args.clip_len).to(device)
+
+    with cpu_threads(args.threads):
+        per_seq = _run_sequences(sequences, args, cfg, get_encoder, device, out)
+    summary = summarize(per_seq)
+    results = {
+        "task": "propagate", "checkpoint": str(args.checkpoint), "backbone": args.backbone,
+        "branch": args.branch, "data": str(args.data), "split": args.split,
+        **frame_encoder_spec(args), "stride": stage_stride(args.stage),
+        "propagation": dataclasses.asdict(cfg),
+        "num_sequences": len(sequences), "num_objects": len(summary.per_object),
+        "metrics": summary.measures,
+        "per_sequence": {name: _sequence_means(j, f) for name, (j, f) in per_seq.items()},
+        "per_object": {k: {"J-Mean": v[0], "F-Mean": v[1]} for k, v in summary.per_object.items()},
+        "seconds": time.time() - start,
+    }
+    write_json(out / "results.json", results)
+    _print_table(results)
+    return 0
+
+
+def _run_sequences(sequences: list[DavisSequence], args: argparse.Namespace,
+                   cfg: PropagationConfig, get_encoder, device: torch.device, out: Path
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Features, propagation, J / F, masks and overlays of every sequence."""
+    per_seq = {}
+    for i, seq in enumerate(bar := tqdm(sequences, desc="propagate", unit="seq")):
+        bar.set_postfix(seq=seq.name)
+        feats = sequence_features(seq, args, get_encoder, device)
+        pred, gt, palette = propagate_sequence(seq, feats, cfg, device)
+        per_seq[seq.name] = evaluate_sequence(gt, pred)
+        if not args.no_masks:
+            write_mask_pngs(out / "masks" / seq.name, pred, palette)
+        if i < args.overlay_sequences:
+            save_overlay_grid(out / "overlays" / f"{seq.name}.png", read_frames(seq.frames),
+                              pred, gt, evenly_spaced(len(gt), args.overlay_frames), palette)
+    return per_seq
+
+
+def _sequence_means(j: np.ndarray, f: np.ndarray) -> dict[str, float]:
+    """Object-averaged means of one sequence's ``(objects, frames)`` J and F."""
+    jm, fm = float(np.nanmean(j.mean(axis=1))), float(np.nanmean(f.mean(axis=1)))
+    return {"objects": len(j), "J-Mean": jm, "F-Mean": fm, "J&F-Mean": (jm + fm) / 2}
+
+
+def _print_table(results: dict) -> None:
+    m = results["metrics"]
+    print(f"DAVIS-{results['split']}: {results['num_sequences']} sequences, "
+          f"{results['num_objects']} objects, {results['stage']} features "
+          f"(stride {results['stride']}), {results['seconds']:.1f} s")
+    print("  ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    print(f"{'sequence':32s} objects  J&F-Mean  J-Mean  F-Mean")
+    for name, s in results["per_sequence"].items():
+        print(f"{name:32s} {s['objects']:7d}  {s['J&F-Mean']:8.3f}  {s['J-Mean']:6.3f}  "
+              f"{s['F-Mean']:6.3f}")
