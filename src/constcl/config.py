@@ -29,6 +29,9 @@ class DataConfig:
     source: str = "synthetic"
     """Videos to train on: a folder tree, a Kinetics-style CSV, a .txt list of paths, or
     'synthetic' for the built-in synthetic world (generated into synth_dir on first use)."""
+    root: str = ""
+    """Folder that relative paths and Kinetics ids in a CSV / .txt source are resolved against
+    ('' = the list file's folder)."""
     synth_dir: str = "~/.cache/constcl/synthetic"
     """Cache folder of the synthetic world (only with source=synthetic)."""
     synth_videos: int = 200

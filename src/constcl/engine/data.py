@@ -38,7 +38,7 @@ def synthetic_source(cfg: Config) -> Path:
 def build_dataset(cfg: Config, bad_dir: Path | None = None) -> TwoViewDataset:
     d = cfg.data
     source = synthetic_source(cfg) if d.source == "synthetic" else Path(d.source).expanduser()
-    items = list_videos(source, boxes_dir=d.boxes_dir or None)
+    items = list_videos(source, root=d.root or None, boxes_dir=d.boxes_dir or None)
     if not items:
         raise FileNotFoundError(f"no videos found in data.source={str(source)!r}")
     return TwoViewDataset(items, clip_frames=d.clip_frames, frame_stride=d.frame_stride,
