@@ -105,7 +105,10 @@ def headline_row(results: dict[str, dict]) -> list[str]:
 def write_results(out: Path, rows: list[tuple[str, str, list[str]]], b: Budget, minutes: float,
                   plots: list[Path]) -> None:
     titles = [t for task in TASKS for t, _ in HEADLINES[task]]
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    import os
+
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} compute "
+               f"thread(s) per process, torch {torch.__version__}")
     lines = [
         "# Results: random init vs CVRL vs region vs ConST-CL on the synthetic world", "",
         f"Date {time.strftime('%Y-%m-%d %H:%M')}; machine: CPU ({machine}); whole bench "
