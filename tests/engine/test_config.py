@@ -63,3 +63,10 @@ def test_every_field_is_documented_or_obvious():
     docs = field_docs()
     assert "optim.base_lr" in docs and "global_batch" in docs["optim.base_lr"]
     assert "model.sync_bn" in docs
+
+
+def test_list_config_prints_keys_with_docs(capsys):
+    assert main(["pretrain", "--list-config"]) == 0
+    out = capsys.readouterr().out
+    assert "optim.base_lr=0.32" in out and "global_batch / 256" in out
+    assert "data.color_strength=1.0" in out

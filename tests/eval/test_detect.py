@@ -15,7 +15,7 @@ from constcl.cli import main
 from constcl.data.decode import decode_frames
 from constcl.eval import detect
 from constcl.eval import detect_data as ava
-from constcl.eval.roi import boxes_to_rois, roi_features
+from constcl.eval.roi import boxes_to_rois, detection_roi_features
 from tests.eval.eval_world import make_world
 
 SMALL = ["--checkpoint", "random", "--backbone", "r3d_tiny", "--frames", "4", "--stride", "2",
@@ -33,7 +33,7 @@ def test_roi_feature_of_a_box_on_a_ramp_map():
     ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
     res5 = torch.stack([xs + 10 * t, ys.expand(2, 8, 8)]).unsqueeze(0)  # (1, 2, 2, 8, 8)
     rois = torch.tensor([[0.0, 8.0, 12.0, 20.0, 24.0]])  # input pixels, map scale 1/4
-    feat = roi_features(res5, rois, output_size=7, spatial_scale=0.25, aligned=True)
+    feat = detection_roi_features(res5, rois, output_size=7, spatial_scale=0.25, aligned=True)
     # aligned: x spans 8/4 - 0.5 = 1.5 .. 20/4 - 0.5 = 4.5 (3 cells, 7 bins of 3/7, one sample
     # per bin at its centre); the max over bins is the last bin's centre 1.5 + 6.5 * 3/7.
     # y spans 12/4 - 0.5 = 2.5 .. 5.5, last centre 2.5 + 6.5 * 3/7. Bilinear is exact on ramps.

@@ -15,10 +15,10 @@ from constcl.cli import main
 from constcl.eval.propagate import first_frame_onehot
 from constcl.eval.propagation import (
     PropagationConfig,
-    context_indices,
     grid_positions,
     propagate_frame,
     propagate_labels,
+    queue_indices,
     radius_mask,
 )
 from tests.eval.synth_world_fixture import small_world
@@ -122,8 +122,8 @@ def test_topk_keeps_only_the_best_keys() -> None:
 
 
 def test_context_queue_indices() -> None:
-    assert context_indices(3, 5) == [0, 0, 0, 1, 2]  # padded with frame 0, as CRW
-    assert context_indices(25, 20) == list(range(5, 25))
+    assert queue_indices(3, 5) == [0, 0, 0, 1, 2]  # padded with frame 0, as CRW
+    assert queue_indices(25, 20) == list(range(5, 25))
 
 
 def test_first_frame_onehot_area_fractions_and_void_as_background() -> None:

@@ -297,6 +297,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML file or preset name (demo, k400_r3d50_200k); default: demo")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="overrides, e.g. train.steps=100 optim.base_lr=0.1")
+    parser.add_argument("--list-config", action="store_true",
+                        help="print every config key with its default and what it does, then exit")
+
+
+def print_config_keys() -> None:
+    from constcl.config import Config, field_docs, to_dict
+
+    docs = field_docs()
+    for section, values in to_dict(Config()).items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            print(f"{name}={value!r}")
+            if name in docs:
+                print(f"    {docs[name]}")
 
 
 def resolve_config_path(name: str | None) -> Path:
@@ -311,6 +325,9 @@ def resolve_config_path(name: str | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_config:
+        print_config_keys()
+        return 0
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # only overrides were given
         config, overrides = None, [config] + overrides

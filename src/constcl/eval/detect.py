@@ -49,7 +49,7 @@ from constcl.eval.features import cached_arrays
 from constcl.eval.metrics.ava_map import AVAMapResult, ava_frame_map
 from constcl.eval.plots import bar_chart, plot_training_curve
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
-from constcl.eval.roi import boxes_to_rois, roi_features
+from constcl.eval.roi import boxes_to_rois, detection_roi_features
 from constcl.models.r3d import R3D
 
 __all__ = ["add_arguments", "run", "KeyFrameClips", "encode_key_frames", "detection_rows"]
@@ -150,7 +150,7 @@ def encode_key_frames(net: R3D, data: KeyFrameClips, boxes: list[np.ndarray],
         x = to_model_input(np.stack([b["clip"] for b in buffer])).to(device)
         h, w = x.shape[-2:]
         rois = boxes_to_rois([torch.from_numpy(boxes[b["index"]]) for b in buffer], h, w)
-        out = roi_features(net.forward_features(x)["res5"], rois.to(device)).cpu().numpy()
+        out = detection_roi_features(net.forward_features(x)["res5"], rois.to(device)).cpu().numpy()
         k = 0
         for b in buffer:
             lo, hi = offsets[b["index"]], offsets[b["index"] + 1]

@@ -60,7 +60,7 @@ def radius_mask(query_pos: torch.Tensor, key_pos: torch.Tensor, radius: float) -
     return torch.cdist(query_pos, key_pos) < radius
 
 
-def context_indices(t: int, context: int) -> list[int]:
+def queue_indices(t: int, context: int) -> list[int]:
     """Short-term queue of target frame ``t``: ``t - context .. t - 1``, negatives -> 0."""
     return [max(s, 0) for s in range(t - context, t)]
 
@@ -125,6 +125,6 @@ def propagate_labels(feats: torch.Tensor, first_labels: torch.Tensor,
     positions = grid_positions(h, w).to(feats.device)
     for t in tqdm(range(1, t_len), desc="propagate", unit="frame", leave=False,
                   disable=not progress):
-        idx = [0, *context_indices(t, cfg.context)]
+        idx = [0, *queue_indices(t, cfg.context)]
         labels[t] = propagate_frame(feats[t], feats[idx], labels[idx], 1, positions, cfg)
     return labels.view(t_len, -1, h, w)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import roi_align
 
-__all__ = ["RES5_STRIDE", "roi_features", "boxes_to_rois"]
+__all__ = ["RES5_STRIDE", "detection_roi_features", "boxes_to_rois"]
 
 RES5_STRIDE = 32
 
@@ -36,7 +36,7 @@ def boxes_to_rois(boxes: list[torch.Tensor], height: int, width: int) -> torch.T
     return torch.cat(rows) if rows else torch.zeros(0, 5)
 
 
-def roi_features(res5: torch.Tensor, rois: torch.Tensor, output_size: int = 7,
+def detection_roi_features(res5: torch.Tensor, rois: torch.Tensor, output_size: int = 7,
                  spatial_scale: float = 1.0 / RES5_STRIDE, aligned: bool = True) -> torch.Tensor:
     """RoIAlign + max pooling on the temporally averaged map.
 
