@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from constcl import dist
-from constcl.config import Config, ConfigError, load_config, save_config
+from constcl.config import Config, ConfigError, load_config, save_config, to_dict
 from constcl.engine import checkpoint as ckpt
 from constcl.engine.data import build_loader, device_batches
 from constcl.engine.export import export_backbone
@@ -197,7 +197,7 @@ def pretrain(cfg: Config) -> Path:
             ckpt.save_checkpoint({"step": step, "model": plain.state_dict(),
                                   "optimizer": optimizer.state_dict(),
                                   "scaler": stepper.scaler.state_dict(), "rng": ckpt.rng_state(),
-                                  "config": json.dumps(vars_of(cfg))},
+                                  "config": json.dumps(to_dict(cfg))},
                                  run_dir, step, cfg.train.keep_checkpoints)
         if dist.world_size() > 1:
             torch.distributed.barrier()
@@ -214,19 +214,13 @@ def pretrain(cfg: Config) -> Path:
         fingerprints = [None] * dist.world_size()
         torch.distributed.all_gather_object(fingerprints, weights_fingerprint(plain))
     if dist.is_main():
-        export_backbone(plain, run_dir / "backbone.safetensors", vars_of(cfg))
+        export_backbone(plain, run_dir / "backbone.safetensors", to_dict(cfg))
         summary = {"steps": step, "world_size": dist.world_size(), "global_batch": global_batch,
                    "weights_fingerprints": fingerprints, "bad_videos": dataset.bad_files()}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.message(f"done: {step} steps; backbone in {run_dir / 'backbone.safetensors'}")
     logger.close()
     return run_dir
-
-
-def vars_of(cfg: Config) -> dict:
-    from constcl.config import to_dict
-
-    return to_dict(cfg)
 
 
 def train_loop(cfg: Config, model, stepper: TrainStep, loader, augment, device, lrs,
@@ -302,7 +296,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def print_config_keys() -> None:
-    from constcl.config import Config, field_docs, to_dict
+    from constcl.config import field_docs
 
     docs = field_docs()
     for section, values in to_dict(Config()).items():
