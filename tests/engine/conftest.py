@@ -20,6 +20,6 @@ def tiny_overrides(world, out_dir, run_name, steps=STEPS):
             "model.sync_bn=false", f"train.steps={steps}", "train.batch_size=4",
             "train.checkpoint_every=3", "train.log_every=1", "train.deterministic=true",
             "train.progress=plain", f"train.out_dir={out_dir}", f"train.run_name={run_name}",
-            "train.device=cpu", "optim.warmup_steps=2", "optim.base_lr=2.0"]
+            "train.device=cpu", "train.cpu_threads=1", "optim.warmup_steps=2", "optim.base_lr=2.0"]
 
 

@@ -21,21 +21,6 @@ from constcl.eval.propagation import (
     queue_indices,
     radius_mask,
 )
-from tests.eval.synth_world_fixture import small_world
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two OpenMP threads on a shared 2-core machine are far slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory) -> Path:
-    return small_world(tmp_path_factory.getbasetemp())
 
 
 def _noise_image(h: int, w: int, seed: int = 0) -> torch.Tensor:

@@ -17,15 +17,6 @@ from constcl.eval.siamfc import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two OpenMP threads on a shared 2-core machine are far slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_cross_correlation_matches_naive_loop() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 9, 11, generator=gen)

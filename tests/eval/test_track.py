@@ -15,22 +15,6 @@ from constcl.cli import main
 from constcl.eval.frame_encoder import FrameEncoder, collapse_time, cpu_threads
 from constcl.eval.otb import load_sequences, read_boxes
 from constcl.models.r3d import build_backbone
-from tests.eval.synth_world_fixture import small_world
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two OpenMP threads on a shared 2-core machine are far slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory) -> Path:
-    return small_world(tmp_path_factory.getbasetemp())
-
 
 # --------------------------------------------------------------------------- OTB files
 
