@@ -111,6 +111,13 @@ class OptimConfig:
     """Micro-batches per optimiser step. Note: negatives come from one micro-batch only."""
     lars_eta: float = 0.001
     """LARS trust coefficient."""
+    local_lr_scale: float = 0.0
+    """Learning-rate multiplier of the parameters only the region loss reaches (the local res5
+    copy and the region head); 0 = auto = 1 / loss.region_weight, so they train on the region
+    loss as fast as the trunk trains on the global loss (docs/method.md has the arithmetic).
+    Their weight decay is divided by the same factor. Under LARS it applies to their BN and bias
+    parameters only (the trust ratio already normalises the others). 1 = the reference's
+    coupling, where the local branch barely moves."""
 
 
 @dataclass
@@ -178,7 +185,8 @@ POSITIVE = ("data.synth_videos", "data.synth_size", "data.clip_frames", "data.fr
 NON_NEGATIVE = ("data.short_side", "data.workers", "data.color_strength", "train.cpu_threads",
                 "loss.global_weight", "loss.region_weight",
                 "optim.momentum", "optim.weight_decay", "optim.warmup_steps",
-                "optim.clip_grad_norm", "optim.lars_eta", "train.time_limit_minutes")
+                "optim.clip_grad_norm", "optim.lars_eta", "optim.local_lr_scale",
+                "train.time_limit_minutes")
 
 
 def _fields(obj: Any) -> dict[str, dataclasses.Field]:

@@ -26,7 +26,8 @@ from constcl.engine import checkpoint as ckpt
 from constcl.engine.data import build_loader, device_batches
 from constcl.engine.export import export_backbone
 from constcl.engine.logger import RankFilter, RunLogger
-from constcl.engine.optim import build_optimizer
+from constcl.engine.monitor import UpdateMonitor
+from constcl.engine.optim import auto_local_lr_scale, build_optimizer
 from constcl.engine.schedule import scaled_lr, warmup_cosine
 from constcl.engine.step import TrainStep
 from constcl.models import LossWeights, build_model
@@ -180,8 +181,13 @@ def pretrain(cfg: Config) -> Path:
                         cfg.optim.final_lr_fraction * peak_lr)
     log.info("lr = base_lr %.4g x %d / 256 = %.4g (warm-up %d steps, cosine to %.3g)",
              cfg.optim.base_lr, global_batch, peak_lr, cfg.optim.warmup_steps, lrs[-1])
+    local_scale = cfg.optim.local_lr_scale or auto_local_lr_scale(cfg.loss.region_weight)
     optimizer = build_optimizer(plain, cfg.optim.name, peak_lr, cfg.optim.momentum,
-                                cfg.optim.weight_decay, cfg.optim.lars_eta)
+                                cfg.optim.weight_decay, cfg.optim.lars_eta, local_scale)
+    if plain.region_head is not None:
+        log.info("region-only parameters (local res5 copy, region head): lr x %.4g "
+                 "(optim.local_lr_scale%s)", local_scale,
+                 " = auto = 1 / loss.region_weight" if not cfg.optim.local_lr_scale else "")
     stepper = TrainStep(model, optimizer, cfg.train.precision, device.type,
                         cfg.optim.clip_grad_norm)
 
@@ -205,7 +211,7 @@ def pretrain(cfg: Config) -> Path:
     # ---- train loop
     logger = RunLogger(run_dir, cfg.train.steps, start_step, cfg.train.progress, dist.is_main())
     step = train_loop(cfg, model, stepper, loader, augment, device, lrs, start_step, logger, save,
-                      dataset)
+                      dataset, UpdateMonitor(plain))
     save(step)
 
     # ---- export
@@ -224,8 +230,10 @@ def pretrain(cfg: Config) -> Path:
 
 
 def train_loop(cfg: Config, model, stepper: TrainStep, loader, augment, device, lrs,
-               start_step: int, logger: RunLogger, save, dataset) -> int:
-    """Steps from start_step to cfg.train.steps; returns the step reached."""
+               start_step: int, logger: RunLogger, save, dataset,
+               monitor: UpdateMonitor | None = None) -> int:
+    """Steps from start_step to cfg.train.steps; returns the step reached. On logged steps
+    ``monitor`` measures each part's relative update size."""
     model.train()
     accum, step, bad_in_row = cfg.optim.accumulation_steps, start_step, 0
     window: dict[str, float] = {}
@@ -237,7 +245,11 @@ def train_loop(cfg: Config, model, stepper: TrainStep, loader, augment, device, 
         t0 = time.time()
         micro = [next(batches) for _ in range(accum)]
         t1 = time.time()
+        logs_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps
+        if monitor is not None and logs_now:
+            monitor.before()
         result = stepper(micro, float(lrs[step]))
+        ratios = monitor.after() if monitor is not None and logs_now else {}
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t2 = time.time()
@@ -265,6 +277,7 @@ def train_loop(cfg: Config, model, stepper: TrainStep, loader, augment, device, 
                            bad_videos=float(dataset.num_bad()))
             if result.grad_norm is not None:
                 metrics["grad_norm"] = result.grad_norm
+            metrics.update(ratios)
             logger.log(step, metrics)
             window, window_steps, wait, busy = {}, 0, 0.0, 0.0
         if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:

@@ -56,8 +56,9 @@ class TrainStep:
         return dist.all_reduce_sum_no_grad(bad).item() == 0
 
     def __call__(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> StepResult:
+        """One step at schedule rate ``lr`` (each group runs at ``lr * group["lr_scale"]``)."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.zero_grad(set_to_none=True)
         n = len(micro_batches)
         sums: dict[str, float] = {}
