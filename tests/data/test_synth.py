@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from constcl import cli
+from constcl.data import sources
 from constcl.data.synth import generate_world
 from constcl.data.synth.media import davis_palette
 from constcl.data.synth.video import MIN_VISIBLE
@@ -268,7 +269,6 @@ def test_cli_generates_a_world(world: Path, tmp_path: Path) -> None:
 
 
 def test_box_files_load_as_detections(world: Path) -> None:
-    sources = pytest.importorskip("constcl.data.sources")
     video_id = (world / "davis/ImageSets/2017/val.txt").read_text().split()[0]
     boxes = sources.load_boxes(world / "boxes" / f"{video_id}.csv")
     assert sorted(boxes) == list(range(FRAMES))

@@ -17,6 +17,8 @@ from PIL import Image
 TEXTURE_SIZE = 64  # texels per side of an object texture covering u, v in [-1, 1]
 EXTENT = 1.2  # every shape lies within |u|, |v| <= EXTENT (the square's corners reach 1.2)
 TEXTURES: tuple[str, ...] = ("stripes", "checks", "noise", "dots")
+OBJECT_TEXTURE = "noise"  # world v2: one texture kind for every object (no texture identity)
+HUE_CYCLE = (0.6, 1.0)  # turns of hue an object's colours cycle through over a video
 
 
 def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -76,46 +78,38 @@ def object_texture(rng: np.random.Generator, kind: str) -> np.ndarray:
     return w
 
 
-def drifting_colours(rng: np.random.Generator, frames: int) -> np.ndarray:
+def cycling_colours(rng: np.random.Generator, frames: int) -> np.ndarray:
     """Two saturated object colours per frame, ``(frames, 2, 3)`` float32 in [0, 255].
 
-    The hue of both colours drifts linearly over the video (colour drift of a real instance
-    under changing light); the second colour is far from the first in hue or brightness.
+    World v2 (no colour identity): saturation and brightness come from one narrow range shared
+    by every object of every video, the second colour is the first's complement, and the hue
+    cycles by ``HUE_CYCLE`` turns over the video from a random phase. Two clips of one video a
+    typical gap apart differ in hue about as much as the training colour jitter, so an object's
+    colour does not tell its video from the others (``bench/world_audit.py`` measures this).
     """
     hue = rng.random()
-    second = (hue + rng.uniform(0.25, 0.75)) % 1.0
-    sat = rng.uniform(0.55, 1.0, size=2)
-    val = np.array([rng.uniform(0.75, 1.0), rng.uniform(0.35, 0.7)])
-    drift = rng.choice([-1, 1]) * rng.uniform(0.04, 0.12)
+    turns = rng.choice([-1, 1]) * rng.uniform(*HUE_CYCLE)
+    sat = rng.uniform(0.6, 0.8)
+    val = (rng.uniform(0.85, 0.95), rng.uniform(0.75, 0.85))
     out = np.empty((frames, 2, 3), dtype=np.float32)
     for t in range(frames):
-        shift = drift * t / max(frames - 1, 1)
-        for k, h in enumerate((hue, second)):
-            out[t, k] = colorsys.hsv_to_rgb((h + shift) % 1.0, sat[k], val[k])
+        h = hue + turns * t / max(frames - 1, 1)
+        for k in range(2):
+            out[t, k] = colorsys.hsv_to_rgb((h + 0.5 * k) % 1.0, sat, val[k])
     return out * 255.0
 
 
 def background_canvas(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A muted textured background, ``(height, width, 3)`` float32 in [0, 255].
 
-    Multi-scale noise blended with a faint stripe or check pattern, in two low-saturation
-    colours, so it has texture to track yet stays distinct from the saturated objects.
+    World v2: every video's background has the same statistics (two octaves of value noise with
+    fixed cell counts, a grey-blue tone of fixed low saturation, fixed contrast); only the
+    particular noise pattern differs. So it has texture to track, yet no colour, pattern period
+    or orientation that would identify the video.
     """
-    base = 0.65 * smooth_noise(rng, (height, width), int(rng.integers(3, 6)))
-    base += 0.35 * smooth_noise(rng, (height, width), int(rng.integers(10, 20)))
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    period = rng.uniform(10.0, 24.0)
-    angle = rng.uniform(0, np.pi)
-    along = (xx * np.cos(angle) + yy * np.sin(angle)) / period
-    if rng.random() < 0.5:
-        pattern = (np.sin(along * 2 * np.pi) > 0).astype(np.float32)
-    else:
-        across = (-xx * np.sin(angle) + yy * np.cos(angle)) / period
-        pattern = ((np.floor(along) + np.floor(across)) % 2).astype(np.float32)
-    w = np.clip(0.8 * base + 0.2 * pattern, 0.0, 1.0)[..., None]
-    hue = rng.random()
-    c0 = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.1, 0.3), 0.25), dtype=np.float32)
-    c1 = np.array(
-        colorsys.hsv_to_rgb((hue + 0.1) % 1.0, rng.uniform(0.1, 0.3), 0.6), dtype=np.float32
-    )
+    base = 0.65 * smooth_noise(rng, (height, width), max(2, round(4 * width / 136)))
+    base += 0.35 * smooth_noise(rng, (height, width), max(4, round(14 * width / 136)))
+    w = np.clip(base, 0.0, 1.0)[..., None]
+    c0 = np.array(colorsys.hsv_to_rgb(0.6, 0.12, 0.15), dtype=np.float32)
+    c1 = np.array(colorsys.hsv_to_rgb(0.6, 0.12, 0.4), dtype=np.float32)
     return (c0 + (c1 - c0) * w) * 255.0

@@ -1,6 +1,6 @@
 """Sampling one synthetic video's scene: background, objects, their looks and their tracks.
 
-Object 1 is the MAIN object: the largest one at every frame (its base radius is more than twice
+Object 1 is the MAIN object: the largest one at every frame (its base radius is at least twice
 any other's and scales stay within ``SCALE_RANGE``), with the class's shape and every motion
 segment drawn from the class's motion family. Objects 2-4 are distractors with any shape and
 any motion type. Depth order is random, so the main object may be partly hidden, and a small
@@ -17,9 +17,9 @@ import numpy as np
 from constcl.data.synth import appearance, motion
 from constcl.data.synth.taxonomy import ACTIONS, FAMILIES, SHAPES
 
-SCALE_RANGE = (0.7, 1.5)  # size multiplier range of every object over time
-MAIN_RADIUS = (0.15, 0.20)  # main object's base radius, as a fraction of the frame size
-DISTRACTOR_RADIUS = (0.28, 0.45)  # distractor base radius, as a fraction of the main radius
+SCALE_RANGE = (0.75, 1.35)  # size multiplier range of every object over time
+MAIN_RADIUS = (0.20, 0.25)  # main object's base radius, as a fraction of the frame size
+DISTRACTOR_RADIUS = (0.35, 0.5)  # distractor base radius, as a fraction of the main radius
 PAN_SPEED = (0.15, 0.5)  # background pan in pixels per frame (128-pixel frame)
 
 
@@ -79,8 +79,8 @@ def _object(
     bounds = motion.Bounds(0.6 * radius, size - 0.6 * radius, *SCALE_RANGE)
     start = np.array([*rng.uniform(bounds.lo, bounds.hi, size=2), rng.uniform(0, 2 * np.pi), 1.0])
     poses, segments = motion.track_poses(rng, frames, choices, start, bounds, unit)
-    texture = appearance.object_texture(rng, str(rng.choice(appearance.TEXTURES)))
-    colours = appearance.drifting_colours(rng, frames)
+    texture = appearance.object_texture(rng, appearance.OBJECT_TEXTURE)
+    colours = appearance.cycling_colours(rng, frames)
     return ObjectTrack(track_id, shape, texture, colours, radius, 0, poses, segments)
 
 

@@ -27,7 +27,7 @@ from constcl.data.synth.video import VideoJob, VideoRecord, make_video
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the content or layout changes, so old worlds are regenerated
+FORMAT_VERSION = 2  # bump when the content or layout changes, so old worlds are regenerated
 SUMMARY = "summary.json"
 OWNED = (
     "videos",
