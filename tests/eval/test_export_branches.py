@@ -1,0 +1,115 @@
+"""Export -> evaluation loaders: each ``--branch`` gets the res5 copy it names, buffers included.
+
+The model is exported with the project's ``export_backbone`` and read back with both loaders
+that ``constcl eval`` uses (``load_backbone`` and ``load_encoder``); the loaded network's res5
+features are compared with the trained model's own modules, called one by one.
+"""
+
+import argparse
+
+import pytest
+import torch
+
+from constcl.engine.export import export_backbone
+from constcl.eval.backbone import load_backbone, pooled_features
+from constcl.eval.common import encoder_identity, load_encoder
+from constcl.models import build_model
+
+TRUNK = ("stem", "res2", "res3", "res4")
+
+
+def config_of(variant, local_source):
+    return {"model": {"backbone": "r3d_tiny", "variant": variant, "local_source": local_source}}
+
+
+def perturb(module, seed):
+    """Weights and BatchNorm running statistics moved away from their initial values."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.2)
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
+
+
+def trained_model(variant="constcl", local_source="y"):
+    torch.manual_seed(0)
+    model = build_model("r3d_tiny", variant=variant, local_source=local_source, context_length=3)
+    perturb(model.backbone, 1)
+    if model.res5_local is not None:
+        perturb(model.res5_local, 2)
+    return model.eval()
+
+
+def reference_maps(model, x):
+    """(global res5, local map) of the model, computed stage by stage."""
+    with torch.no_grad():
+        res4 = x
+        for name in TRUNK:
+            res4 = getattr(model.backbone, name)(res4)
+        res5 = model.backbone.res5(res4)
+        if model.local_source == "y" and model.res5_local is not None:
+            return res5, model.res5_local(res4)
+        return res5, res5 if model.local_source == "shared" else res4
+
+
+def loaders(path, branch):
+    """Both loaders used by ``constcl eval``: the library call and the CLI-argument path."""
+    args = argparse.Namespace(checkpoint=str(path), backbone=None, branch=branch, seed=0)
+    return {"load_backbone": load_backbone(path, branch), "load_encoder": load_encoder(args)}
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return torch.rand(2, 3, 8, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
+
+
+def test_y_shape_export_gives_each_branch_its_own_res5(tmp_path, clip):
+    model = trained_model()
+    path = export_backbone(model, tmp_path / "backbone.safetensors",
+                           config_of("constcl", "y"))
+    want_global, want_local = reference_maps(model, clip)
+    assert not torch.allclose(want_global, want_local, atol=1e-3)  # the copies really differ
+    for branch, want in (("global", want_global), ("local", want_local)):
+        for name, net in loaders(path, branch).items():
+            assert not net.training, name  # BatchNorm must use the exported running stats
+            with torch.no_grad():
+                got = net.forward_features(clip)["res5"]
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"{name} {branch}")
+            torch.testing.assert_close(pooled_features(net, clip), want.mean(dim=(2, 3, 4)),
+                                       rtol=1e-5, atol=1e-5)
+    # the feature-cache identity tells the branches apart
+    ids = [encoder_identity(argparse.Namespace(checkpoint=str(path), backbone=None, branch=b,
+                                               seed=0)) for b in ("global", "local")]
+    assert ids[0] != ids[1]
+
+
+def test_shared_export_reads_the_one_res5_for_both_branches(tmp_path, clip):
+    model = trained_model(local_source="shared")
+    path = export_backbone(model, tmp_path / "backbone.safetensors",
+                           config_of("constcl", "shared"))
+    want, _ = reference_maps(model, clip)
+    for branch in ("global", "local"):
+        for name, net in loaders(path, branch).items():
+            with torch.no_grad():
+                got = net.forward_features(clip)["res5"]
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"{name} {branch}")
+
+
+@pytest.mark.parametrize("variant, local_source", [("cvrl", "y"), ("constcl", "res4")])
+def test_no_local_res5_copy_is_a_clear_error(tmp_path, clip, variant, local_source):
+    model = trained_model(variant, local_source)
+    path = export_backbone(model, tmp_path / "backbone.safetensors",
+                           config_of(variant, local_source))
+    want, _ = reference_maps(model, clip)
+    for name, net in loaders(path, "global").items():
+        with torch.no_grad():
+            got = net.forward_features(clip)["res5"]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="no local res5"):
+        load_backbone(path, "local")
+    with pytest.raises(ValueError, match="no local res5"):
+        load_encoder(argparse.Namespace(checkpoint=str(path), backbone=None, branch="local",
+                                        seed=0))
