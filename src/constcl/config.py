@@ -71,11 +71,15 @@ class ModelConfig:
     local_source: str = "y"
     """What the region head reads: y (second res5), shared (the global res5) or res4."""
     embed_dim: int = 128
+    """Size of the global embedding fed to NT-Xent (SPEC: 128)."""
     context_length: int = 5
     """L_c context frames (odd, at most clip_frames / 2)."""
     decoder_layers: int = 3
+    """Region decoder layers (SPEC: 3)."""
     decoder_units: int = 3
+    """Independent units ("heads") per decoder layer (SPEC: 3)."""
     decoder_width: int = 128
+    """Width of each decoder unit (SPEC: 128)."""
     zero_init_residual: bool = False
     """Zero the last BN gamma of each block; try it if large-batch training is unstable."""
     sync_bn: bool = True
@@ -86,8 +90,11 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     global_temperature: float = 0.1
+    """NT-Xent temperature tau_g (SPEC: 0.1)."""
     region_temperature: float = 0.2
+    """Region InfoNCE temperature tau_l (SPEC: 0.2)."""
     global_weight: float = 1.0
+    """Weight of the global loss (SPEC: 1.0)."""
     region_weight: float = 0.001
     """Weight of the region loss; the first knob an ablation sweeps."""
 
@@ -100,11 +107,13 @@ class OptimConfig:
     """Learning rate per 256 videos: lr = base_lr * global_batch / 256 (global batch counts
     accumulation steps too)."""
     momentum: float = 0.9
+    """SGD / LARS momentum (SPEC: 0.9)."""
     weight_decay: float = 1e-6
     """L2 on conv and linear weights only (not BN, not biases)."""
     warmup_steps: int = 2500
     """Linear warm-up from 0, then cosine decay to final_lr_fraction * lr."""
     final_lr_fraction: float = 0.0
+    """The cosine ends at this fraction of the peak rate (SPEC: 0)."""
     clip_grad_norm: float = 0.0
     """Clip the global gradient norm to this (0: off)."""
     accumulation_steps: int = 1
@@ -127,6 +136,7 @@ class TrainConfig:
     batch_size: int = 64
     """Videos per process per micro-batch (global batch = batch_size x processes x accum)."""
     seed: int = 0
+    """Seed of the weights, the data order and every augmentation."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
     precision: str = "bf16"
@@ -141,11 +151,15 @@ class TrainConfig:
     deterministic: bool = False
     """Deterministic kernels (slower): bit-identical reruns and resumes on CPU."""
     out_dir: str = "runs"
+    """Parent folder of run folders (must be shared by all nodes of a multi-node run)."""
     run_name: str = ""
     """Run folder name under out_dir ('' = a time stamp)."""
     log_every: int = 10
+    """Steps between metrics.jsonl / TensorBoard lines (each line averages its steps)."""
     checkpoint_every: int = 1000
+    """Steps between checkpoints (one is always written at the end)."""
     keep_checkpoints: int = 3
+    """Newest checkpoints kept in the run folder."""
     resume: str = "auto"
     """auto (latest checkpoint of the run folder, if any), none, or a checkpoint path."""
     max_bad_steps: int = 5

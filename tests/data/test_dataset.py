@@ -78,6 +78,32 @@ def test_detection_regions_from_box_file(videos, tmp_path):
         assert not s[f"boxes_{v}"][1:].any()
 
 
+def test_regions_come_from_each_view_s_key_frame(videos, tmp_path, monkeypatch):
+    """SPEC 1: boxes are taken on the key frame (the middle input frame, T // 2). The frame index
+    handed to the box generator must be the source frame that the view shows at T // 2, read
+    back from the pixels of the decoded view."""
+    import constcl.data.dataset as dataset_module
+
+    seen = []
+    original = dataset_module.detection_regions
+
+    def spy(boxes, key_index, params, num):
+        seen.append(key_index)
+        return original(boxes, key_index, params, num)
+
+    monkeypatch.setattr(dataset_module, "detection_regions", spy)
+    box_file = tmp_path / "levels.csv"
+    box_file.write_text("frame_index,x1,y1,x2,y2,score\n0,0,0,1,1,0.9\n")
+    ds = TwoViewDataset([VideoItem(videos["levels"], boxes_path=box_file)], **SMALL, seed=2,
+                        region_generator="detections")
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        seen.clear()
+        s = ds[0]
+        shown = [int(index_of(s[f"view_{v}"].permute(1, 2, 3, 0).numpy())[8 // 2]) for v in "ab"]
+        assert seen == shown, (seen, shown)
+
+
 def test_bad_files_are_skipped_counted_and_logged_once(videos, caplog):
     bad = ["corrupt", "truncated", "truncated_mkv", "audio"]
     items = [VideoItem(videos["levels"])] * 4 + [VideoItem(videos[n]) for n in bad]

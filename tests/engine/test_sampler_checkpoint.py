@@ -27,6 +27,21 @@ def test_each_epoch_is_a_permutation():
     assert sorted(i for mb in batches for _, i in mb) == list(range(12))
 
 
+def test_epochs_are_shuffled_anew_and_seeds_differ():
+    """Each epoch is its own permutation (otherwise every epoch would repeat the batches), and
+    another seed gives another stream."""
+    sampler = StepBatchSampler(24, batch=4, steps=30, seed=1)  # 6 steps per epoch, 5 epochs
+    orders = {}
+    for mb in sampler:
+        for epoch, i in mb:
+            orders.setdefault(epoch, []).append(i)
+    assert sorted(orders) == [0, 1, 2, 3, 4]
+    assert all(sorted(o) == list(range(24)) for o in orders.values())
+    assert len({tuple(o) for o in orders.values()}) == 5
+    other = [i for mb in StepBatchSampler(24, batch=4, steps=6, seed=2) for _, i in mb]
+    assert other != orders[0]
+
+
 def test_too_small_data_set_is_a_clear_error():
     with pytest.raises(ValueError, match="batch_size"):
         StepBatchSampler(5, batch=4, steps=2, world=2)

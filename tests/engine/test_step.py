@@ -48,10 +48,31 @@ def test_clipping_reports_the_norm():
     assert model.w.tolist() == pytest.approx([1 - 0.6, 1 - 0.8, 1.0])
 
 
-def test_bf16_autocast_on_cpu_runs():
-    model = Toy()
-    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), "bf16", "cpu")
-    assert not step([{"x": torch.ones(3)}], lr=0.1).skipped
+def test_bf16_autocast_on_cpu_steps_like_fp32():
+    """Under bf16 autocast a linear layer's loss and update match fp32 to bf16 precision."""
+    results = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        layer = nn.Linear(16, 4)
+
+        class Wrapped(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.layer = inner
+
+            def forward(self, x):
+                return {"loss": self.layer(x).float().pow(2).mean()}
+
+        model = Wrapped(layer)
+        before = layer.weight.detach().clone()
+        step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), precision, "cpu")
+        x = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
+        result = step([{"x": x}], lr=0.1)
+        assert not result.skipped
+        results[precision] = (result.metrics["loss"], layer.weight.detach() - before)
+    assert results["bf16"][0] == pytest.approx(results["fp32"][0], rel=2e-2)
+    torch.testing.assert_close(results["bf16"][1], results["fp32"][1], rtol=5e-2, atol=1e-3)
+    assert results["bf16"][1].abs().sum() > 0
 
 
 def test_too_many_bad_steps_stop_the_run(world, tmp_path):
