@@ -1,27 +1,48 @@
-from constcl.eval.bench import HEADLINES, TASKS, Budget, headline_row, write_results
+"""The bench's summary over seeds and its written tables (the pretraining and evaluation it
+drives are covered by the engine and eval tests)."""
+
+import json
+import statistics
+
+import pytest
+
+from constcl.eval.bench import COLUMNS, Budget, summarise, write_results
 
 
-def fake_results(scale: float) -> dict[str, dict]:
-    return {task: {"metrics": {key: scale for _, key in HEADLINES[task]}} for task in TASKS}
+def run(encoder, branch, seed, value):
+    return {"encoder": encoder, "branch": branch, "seed": seed,
+            "values": {c: value for c in COLUMNS}}
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    runs = [run("cvrl", "global", s, v) for s, v in ((0, 0.2), (1, 0.4), (2, 0.9))]
+    runs.append(run("random init", "global", 0, 0.1))
+    runs[0]["values"][COLUMNS[0]] = None  # a missing metric is left out of its column only
+    rows = {(r["encoder"], r["branch"]): r for r in summarise(runs)}
+    cvrl = rows[("cvrl", "global")]
+    assert cvrl["seeds"] == [0, 1, 2]
+    assert cvrl["mean"][COLUMNS[1]] == pytest.approx(0.5)
+    assert cvrl["std"][COLUMNS[1]] == pytest.approx(statistics.stdev([0.2, 0.4, 0.9]))
+    assert cvrl["mean"][COLUMNS[0]] == pytest.approx(0.65)  # (0.4 + 0.9) / 2
+    assert rows[("random init", "global")]["std"][COLUMNS[0]] is None  # one seed: no spread
 
 
 def test_results_table_and_report(tmp_path):
-    rows = [("random init", "global", headline_row(fake_results(0.125))),
-            ("constcl", "local", headline_row(fake_results(0.5)))]
+    runs = [run("random init", "global", s, 0.125) for s in (0, 1)]
+    runs += [run("constcl", "local", 0, 0.5), run("constcl", "local", 1, 0.7)]
     plot = tmp_path / "eval" / "x" / "track" / "success_plots.png"
     plot.parent.mkdir(parents=True)
     plot.write_bytes(b"png")
-    write_results(tmp_path, rows, Budget(10, 24, "r3d_tiny", 8, 32, 4, 0), 1.5, [plot])
+    budget = Budget(steps=10, videos=24, backbone="r3d_tiny", frames=8, size=32, batch=4,
+                    seeds=(0, 1))
+    write_results(tmp_path, runs, budget, 1.5, [plot], "constcl bench --steps 10")
     text = (tmp_path / "RESULTS.md").read_text()
-    columns = sum(len(HEADLINES[t]) for t in TASKS)
-    assert "| random init | global | " + " | ".join(["12.5"] * columns) + " |" in text
-    assert "| constcl | local | " + " | ".join(["50.0"] * columns) + " |" in text
-    assert "10 steps x 4 videos" in text and "seed 0" in text
+    assert "| random init | global | " + " | ".join(["12.5 ± 0.0"] * len(COLUMNS)) + " |" in text
+    assert "| constcl | local | " + " | ".join(["60.0 ± 14.1"] * len(COLUMNS)) + " |" in text
+    assert "| constcl | local | 1 | " + " | ".join(["70.0"] * len(COLUMNS)) + " |" in text
+    assert "10 pretraining steps x 4 videos" in text and "seeds 0,1" in text
+    assert "`constcl bench --steps 10`" in text
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["budget"]["seeds"] == [0, 1] and len(saved["runs"]) == 4
     report = (tmp_path / "report.html").read_text()
     assert "eval/x/track/success_plots.png" in report and "<table" in report
-
-
-def test_missing_metric_is_marked():
-    results = fake_results(0.5)
-    results["detect"]["metrics"] = {}
-    assert "n/a" in headline_row(results)

@@ -1,9 +1,17 @@
-"""``constcl bench``: random init vs CVRL vs region vs ConST-CL on the synthetic world.
+"""``constcl bench``: random init vs CVRL vs region vs ConST-CL on the synthetic world, over seeds.
 
-Pretrains three encoders (``cvrl``, ``region``, ``constcl``) with the same budget on CPU, adds the
-random-init network, evaluates every encoder with all four tasks on both res5 branches (where the
-encoder has two), and writes ``RESULTS.md`` (a table with budget, seeds, machine and date) and
-``report.html`` (the table and every plot) into the output folder.
+For every training seed and every variant (``cvrl``, ``region``, ``constcl`` by default), pretrain
+with the same budget on the synthetic world, add the random-init network drawn with the same
+seed, evaluate every encoder on both res5 branches (where it has two) with all four tasks plus
+kNN retrieval, and write:
+
+* ``RESULTS.md``: mean +- standard deviation over seeds of each headline number, labelled with
+  the budget, the command line, the machine and the date, then every seed's numbers;
+* ``results.json``: the same numbers, machine-readable;
+* ``report.html``: the tables and every plot.
+
+The world has its own seed (``--world-seed``), independent of the training seeds, so seeds
+measure training noise on one fixed world.
 """
 
 from __future__ import annotations
@@ -12,9 +20,13 @@ import argparse
 import html
 import json
 import logging
+import os
 import platform
+import shlex
+import statistics
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,26 +34,37 @@ import torch
 log = logging.getLogger("constcl.bench")
 
 VARIANTS = ("cvrl", "region", "constcl")
-TASKS = ("classify", "detect", "track", "propagate")
-# task -> (column title, key in results.json["metrics"])
+TASKS = ("classify", "knn", "detect", "track", "propagate")
+# task -> [(column title, key in results.json["metrics"])]
 HEADLINES = {
     "classify": [("linear top-1", "top1")],
+    "knn": [("kNN R@1", "recall@1")],
     "detect": [("AVA-style mAP", "map")],
-    "track": [("OTB precision@20 (res5)", "precision_20"), ("OTB success AUC (res5)",
-                                                           "success_auc")],
-    "propagate": [("DAVIS J&F (res5)", "J&F-Mean")],
+    "track": [("OTB precision@20", "precision_20"), ("OTB success AUC", "success_auc")],
+    "propagate": [("DAVIS J&F", "J&F-Mean")],
 }
+COLUMNS = [title for task in TASKS for title, _ in HEADLINES[task]]
+RANDOM = "random init"
 
 
 @dataclass
 class Budget:
-    steps: int
-    videos: int
-    backbone: str
-    frames: int
-    size: int
-    batch: int
-    seed: int
+    """Everything that sets the cost and the outcome of a bench run."""
+
+    steps: int = 200
+    videos: int = 500
+    backbone: str = "r3d_small"
+    frames: int = 8
+    size: int = 112
+    batch: int = 16
+    seeds: tuple[int, ...] = (0, 1, 2)
+    world_seed: int = 0
+    variants: tuple[str, ...] = VARIANTS
+    color_strength: float | None = None  # None: the demo preset's
+    probe_weight_decay: float = 1e-3
+    otb_sequences: int = 8
+    davis_sequences: int = 6
+    extra: list[str] = field(default_factory=list)  # pretraining overrides
 
 
 def _cli(args: list[str]) -> None:
@@ -51,96 +74,172 @@ def _cli(args: list[str]) -> None:
         raise RuntimeError(f"command failed: constcl {' '.join(args)}")
 
 
-def pretrain_variant(variant: str, world: Path, out: Path, b: Budget) -> Path:
+def pretrain_variant(variant: str, seed: int, world: Path, out: Path, b: Budget) -> Path:
     """Pretrain one variant with the demo preset and the bench budget; returns the backbone."""
     from constcl.config import load_config
     from constcl.engine.presets import preset_path
     from constcl.engine.pretrain import pretrain
 
-    cfg = load_config(preset_path("demo"), [
+    overrides = [
         f"data.source={world / 'videos'}", f"model.variant={variant}",
         f"model.backbone={b.backbone}", f"data.clip_frames={b.frames}", f"data.size={b.size}",
-        f"train.steps={b.steps}", f"train.batch_size={b.batch}", f"train.seed={b.seed}",
-        f"train.out_dir={out}", f"train.run_name={variant}", "train.time_limit_minutes=0",
-        "train.progress=plain"])
+        f"train.steps={b.steps}", f"train.batch_size={b.batch}", f"train.seed={seed}",
+        f"train.out_dir={out}", f"train.run_name={variant}-s{seed}",
+        "train.time_limit_minutes=0", "train.progress=plain"]
+    if b.color_strength is not None:
+        overrides.append(f"data.color_strength={b.color_strength}")
+    cfg = load_config(preset_path("demo"), overrides + list(b.extra))
     return pretrain(cfg) / "backbone.safetensors"
 
 
-def task_args(task: str, world: Path, b: Budget) -> list[str]:
-    """Per-task data folder and light settings (small clips, few views, few sequences)."""
+def task_args(task: str, world: Path, b: Budget, folder: Path) -> list[str]:
+    """Per-task command-line arguments (data folder, small clips, few views)."""
     clip = ["--frames", str(b.frames), "--size", str(b.size)]
+    probe = ["--epochs", "60", "--weight-decay", str(b.probe_weight_decay)]
     if task == "classify":
-        return ["--data", str(world), *clip, "--clips", "2", "--crops", "1", "--epochs", "60"]
+        return ["--data", str(world), *clip, "--clips", "2", "--crops", "1", *probe]
+    if task == "knn":  # reuses the linear probe's feature cache
+        return ["classify", "--mode", "knn", "--data", str(world), *clip, "--clips", "2",
+                "--crops", "1", "--cache-dir", str(folder.parent / "classify" / "cache")]
     if task == "detect":
-        return ["--data", str(world), *clip, "--epochs", "60"]
+        return ["--data", str(world), *clip, *probe]
     # res5 (dilated to stride 8), so that the global and local res5 copies can differ; the
     # trackers' default res4 is shared by both branches
     if task == "track":
-        return ["--data", str(world / "otb"), "--sequences", "12", "--stage", "res5"]
-    return ["--data", str(world / "davis"), "--sequences", "6", "--stage", "res5"]
+        return ["--data", str(world / "otb"), "--sequences", str(b.otb_sequences),
+                "--stage", "res5"]
+    return ["--data", str(world / "davis"), "--sequences", str(b.davis_sequences),
+            "--stage", "res5"]
 
 
-def evaluate(name: str, checkpoint: str, branch: str, world: Path, out: Path, b: Budget
-             ) -> dict[str, dict]:
-    results = {}
+def evaluate(name: str, checkpoint: str, branch: str, seed: int, world: Path, out: Path,
+             b: Budget) -> dict[str, float | None]:
+    """All tasks for one encoder and branch; returns {column title: value in [0, 1] or None}."""
+    values: dict[str, float | None] = {}
     for task in TASKS:
-        folder = out / "eval" / f"{name}-{branch}" / task
-        _cli(["eval", task, "--checkpoint", checkpoint, "--backbone", b.backbone,
-              "--branch", branch, "--seed", str(b.seed), "--out", str(folder),
-              *task_args(task, world, b)])
-        results[task] = json.loads((folder / "results.json").read_text())
-    return results
-
-
-def headline_row(results: dict[str, dict]) -> list[str]:
-    cells = []
-    for task in TASKS:
-        metrics = results[task].get("metrics", {})
-        for _, key in HEADLINES[task]:
+        folder = out / "eval" / f"{name}-{branch}-s{seed}" / task
+        args = task_args(task, world, b, folder)
+        command = args[0] if task == "knn" else task
+        args = args[1:] if task == "knn" else args
+        _cli(["eval", command, "--checkpoint", checkpoint, "--backbone", b.backbone,
+              "--branch", branch, "--seed", str(seed), "--out", str(folder), *args])
+        metrics = json.loads((folder / "results.json").read_text()).get("metrics", {})
+        for title, key in HEADLINES[task]:
             value = metrics.get(key)
-            cells.append("n/a" if value is None else f"{100 * value:.1f}")
-    return cells
+            values[title] = None if value is None else float(value)
+    return values
 
 
-def write_results(out: Path, rows: list[tuple[str, str, list[str]]], b: Budget, minutes: float,
-                  plots: list[Path]) -> None:
-    titles = [t for task in TASKS for t, _ in HEADLINES[task]]
-    import os
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds per (encoder, branch), in first-seen order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["encoder"], run["branch"]), []).append(run)
+    out = []
+    for (encoder, branch), items in groups.items():
+        row = {"encoder": encoder, "branch": branch, "seeds": [r["seed"] for r in items],
+               "mean": {}, "std": {}}
+        for column in COLUMNS:
+            values = [r["values"][column] for r in items if r["values"].get(column) is not None]
+            row["mean"][column] = statistics.fmean(values) if values else None
+            row["std"][column] = statistics.stdev(values) if len(values) > 1 else None
+        out.append(row)
+    return out
 
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} compute "
-               f"thread(s) per process, torch {torch.__version__}")
-    lines = [
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{100 * mean:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+
+
+def machine() -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} compute "
+            f"thread(s) per process, torch {torch.__version__}")
+
+
+def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots: list[Path],
+                  command: str, extra_text: str = "") -> None:
+    """``RESULTS.md``, ``results.json`` and ``report.html`` from the per-seed runs."""
+    summary = summarise(runs)
+    seeds = ",".join(str(s) for s in b.seeds)
+    strength = "the demo preset's" if b.color_strength is None else str(b.color_strength)
+    header = [
         "# Results: random init vs CVRL vs region vs ConST-CL on the synthetic world", "",
-        f"Date {time.strftime('%Y-%m-%d %H:%M')}; machine: CPU ({machine}); whole bench "
-        f"{minutes:.1f} min (`constcl bench --steps {b.steps} --videos {b.videos}`).", "",
-        f"Budget: {b.steps} steps x {b.batch} videos per variant, backbone {b.backbone}, clips "
-        f"{b.frames} x {b.size}^2, seed {b.seed}, world of {b.videos} videos (128 x 128, 64 "
-        f"frames). All numbers in %. One seed: differences of a few points are noise.", "",
-        "| encoder | branch | " + " | ".join(titles) + " |",
-        "|---|---|" + "---|" * len(titles),
+        f"Date {time.strftime('%Y-%m-%d %H:%M')}; machine: CPU ({machine()}); whole bench "
+        f"{minutes:.1f} min.", "", f"Command: `{command}`", "",
+        f"Budget: {b.steps} pretraining steps x {b.batch} videos per variant and seed, backbone "
+        f"{b.backbone}, clips {b.frames} x {b.size}^2, colour strength {strength}; training "
+        f"seeds {seeds} (the random-init network is drawn with each seed too); world seed "
+        f"{b.world_seed}, {b.videos} videos (128 x 128, 64 frames). Evaluation: linear probe "
+        f"(60 epochs, weight decay {b.probe_weight_decay}) and kNN on the UCF101-style split 1 "
+        f"(2 clips per video), AVA-style frame mAP with a probe on ground-truth boxes, OTB and "
+        f"DAVIS on res5 dilated to stride 8 ({b.otb_sequences} / {b.davis_sequences} "
+        f"sequences). All numbers in %, mean ± standard deviation over seeds.", "",
     ]
-    lines += [f"| {name} | {branch} | " + " | ".join(cells) + " |" for name, branch, cells in rows]
-    (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
-    table = "".join(f"<tr><td>{html.escape(n)}</td><td>{br}</td>"
-                    + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" for n, br, cells in rows)
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["encoder", "branch", *titles])
+    table = ["| encoder | branch | " + " | ".join(COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    table += [f"| {r['encoder']} | {r['branch']} | "
+              + " | ".join(_cell(r["mean"][c], r["std"][c]) for c in COLUMNS) + " |"
+              for r in summary]
+    per_seed = ["", "Every seed:", "", "| encoder | branch | seed | " + " | ".join(COLUMNS) + " |",
+                "|---|---|---|" + "---|" * len(COLUMNS)]
+    per_seed += [f"| {r['encoder']} | {r['branch']} | {r['seed']} | "
+                 + " | ".join(_cell(r["values"][c], None) for c in COLUMNS) + " |" for r in runs]
+    text = "\n".join(header + table + per_seed) + "\n" + (f"\n{extra_text}\n" if extra_text else "")
+    (out / "RESULTS.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(
+        {"budget": asdict(b), "command": command, "machine": machine(), "minutes": minutes,
+         "summary": summary, "runs": runs}, indent=2))
+    rows = "".join(
+        f"<tr><td>{html.escape(r['encoder'])}</td><td>{r['branch']}</td>"
+        + "".join(f"<td>{_cell(r['mean'][c], r['std'][c])}</td>" for c in COLUMNS) + "</tr>"
+        for r in summary)
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["encoder", "branch", *COLUMNS])
     images = "".join(f"<figure><img src='{p.relative_to(out)}' width='420'><figcaption>"
                      f"{html.escape(str(p.relative_to(out)))}</figcaption></figure>" for p in plots)
+    intro = "".join(f"<p>{html.escape(line)}</p>" for line in header[2:] if line)
     (out / "report.html").write_text(
-        f"<html><head><meta charset='utf-8'><title>constcl bench</title></head><body>"
-        f"<h1>constcl bench</h1><pre>{html.escape(chr(10).join(lines[:6]))}</pre>"
-        f"<table border='1'><tr>{head}</tr>{table}</table><h2>Plots</h2>{images}</body></html>")
+        "<html><head><meta charset='utf-8'><title>constcl bench</title></head><body>"
+        f"<h1>constcl bench</h1>{intro}<table border='1'><tr>{head}</tr>{rows}</table>"
+        f"<h2>Plots</h2>{images}</body></html>")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _variant_list(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    for name in names:
+        if name not in VARIANTS:
+            raise argparse.ArgumentTypeError(f"unknown variant {name!r}; allowed: {list(VARIANTS)}")
+    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = Budget()
     parser.add_argument("--out", type=Path, default=Path("bench_out"), help="output folder")
-    parser.add_argument("--steps", type=int, default=300, help="pretraining steps per variant")
-    parser.add_argument("--videos", type=int, default=200, help="videos in the synthetic world")
-    parser.add_argument("--backbone", default="r3d_small")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16, help="videos per pretraining step")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=d.steps, help="pretraining steps per run")
+    parser.add_argument("--videos", type=int, default=d.videos, help="videos in the world")
+    parser.add_argument("--backbone", default=d.backbone)
+    parser.add_argument("--frames", type=int, default=d.frames)
+    parser.add_argument("--size", type=int, default=d.size)
+    parser.add_argument("--batch", type=int, default=d.batch, help="videos per pretraining step")
+    parser.add_argument("--seeds", type=_int_list, default=d.seeds,
+                        help="training seeds, comma-separated (default 0,1,2)")
+    parser.add_argument("--world-seed", type=int, default=d.world_seed,
+                        help="the synthetic world's own seed")
+    parser.add_argument("--variants", type=_variant_list, default=d.variants,
+                        help="comma-separated subset of cvrl,region,constcl")
+    parser.add_argument("--color-strength", type=float, default=None,
+                        help="colour augmentation strength (default: the demo preset's)")
+    parser.add_argument("--probe-weight-decay", type=float, default=d.probe_weight_decay)
+    parser.add_argument("--otb-sequences", type=int, default=d.otb_sequences)
+    parser.add_argument("--davis-sequences", type=int, default=d.davis_sequences)
+    parser.add_argument("--set", dest="extra", action="append", default=[],
+                        metavar="section.key=value", help="extra pretraining override")
+    parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,24 +249,49 @@ def run(args: argparse.Namespace) -> int:
     # evaluations decode with 2 DataLoader workers; more compute threads than free cores makes
     # PyTorch's CPU kernels many times slower
     torch.set_num_threads(max(1, (torch.get_num_threads() or 2) // 2))
+    seeds = (args.seed,) if args.seed is not None else args.seeds
     b = Budget(args.steps, args.videos, args.backbone, args.frames, args.size, args.batch,
-               args.seed)
+               tuple(seeds), args.world_seed, tuple(args.variants), args.color_strength,
+               args.probe_weight_decay, args.otb_sequences, args.davis_sequences,
+               list(args.extra))
     out = args.out.resolve()
-    world = out / "world"
-    generate_world(world, num_videos=b.videos, seed=0, size=128, tracks="val")
-    rows = []
+    world = out / f"world-n{b.videos}-s{b.world_seed}"
+    generate_world(world, num_videos=b.videos, seed=b.world_seed, size=128, tracks="val")
+    runs: list[dict] = []
+    done = out / "runs.jsonl"  # finished evaluations, so a rerun continues where it stopped
+    finished = {}
+    if done.exists():
+        for line in done.read_text().splitlines():
+            r = json.loads(line)
+            finished[(r["encoder"], r["branch"], r["seed"])] = r
 
-    def evaluate_all(name: str, checkpoint: str, branches: tuple[str, ...]) -> None:
+    def evaluate_all(name: str, checkpoint: str, branches: tuple[str, ...], seed: int) -> None:
         for branch in branches:
-            results = evaluate(name.replace(" ", "_"), checkpoint, branch, world, out, b)
-            rows.append((name, branch, headline_row(results)))
-            log.info("%s / %s: %s", name, branch, rows[-1][2])
+            key = (name, branch, seed)
+            if key not in finished:
+                values = evaluate(name.replace(" ", "_"), checkpoint, branch, seed, world, out,
+                                  b)
+                finished[key] = {"encoder": name, "branch": branch, "seed": seed,
+                                 "values": values}
+                with done.open("a") as f:
+                    f.write(json.dumps(finished[key]) + "\n")
+            runs.append(finished[key])
+            log.info("%s / %s / seed %d: %s", name, branch, seed, finished[key]["values"])
 
-    evaluate_all("random init", "random", ("global",))  # first: fails early if an eval breaks
-    for variant in VARIANTS:
-        ckpt = pretrain_variant(variant, world, out / "runs", b)
-        evaluate_all(variant, str(ckpt), ("global",) if variant == "cvrl" else ("global", "local"))
+    for seed in b.seeds:
+        evaluate_all(RANDOM, "random", ("global",), seed)  # first: fails early if an eval breaks
+        for variant in b.variants:
+            branches = ("global",) if variant == "cvrl" else ("global", "local")
+            if all((variant, br, seed) in finished for br in branches):
+                ckpt = "unused"
+            else:
+                ckpt = str(pretrain_variant(variant, seed, world, out / "runs", b))
+            evaluate_all(variant, ckpt, branches, seed)
+    order = {name: i for i, name in enumerate((RANDOM, *VARIANTS))}
+    runs.sort(key=lambda r: (order[r["encoder"]], r["branch"] != "global", r["seed"]))
     plots = sorted((out / "eval").rglob("*.png"))
-    write_results(out, rows, b, (time.time() - began) / 60, plots)
+    command = "constcl bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if sys.argv[1:2] == ["bench"] else "constcl bench"
+    write_results(out, runs, b, (time.time() - began) / 60, plots, command)
     print(f"wrote {out / 'RESULTS.md'} and {out / 'report.html'}")
     return 0
