@@ -15,8 +15,9 @@ Modes (EVALUATION.md sections 1 and 5):
 Training views of the linear probe are fixed, cached views (``--train-clips`` temporal x
 ``--train-crops`` spatial, each view one training sample), not CVRL's random resized crops:
 that is what makes the feature cache possible. Outputs in ``--out``: ``results.json``,
-``confusion.png`` and ``training_curve.png`` (``linear`` / ``finetune``), ``recall_at_k.png``
-(``knn``), and the feature cache under ``cache/``.
+``predictions.csv`` (``linear`` / ``finetune``: each test video's label, prediction, top-5 and
+class scores), ``confusion.png`` and ``training_curve.png`` (``linear`` / ``finetune``),
+``recall_at_k.png`` (``knn``), and the feature cache under ``cache/``.
 """
 
 from __future__ import annotations
@@ -165,6 +166,23 @@ def frozen_features(args: argparse.Namespace, splits: VideoSplits, which: str,
 # --------------------------------------------------------------------------- modes
 
 
+def write_predictions(path: Path, splits: VideoSplits, result: dict[str, Any]) -> None:
+    """``predictions.csv``: one row per evaluated test video with its label, predicted class,
+    top-5 classes (best first) and the view-averaged class scores, all class indices in
+    ``classes`` order, so top-1 / top-5 can be recomputed from the file."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video", "label", "prediction", "top5", "scores"])
+        for index, label, row in zip(result["test_videos"], result["labels"], result["scores"],
+                                     strict=True):
+            order = np.argsort(-row, kind="stable")
+            writer.writerow([str(splits.test[int(index)].path), int(label), int(order[0]),
+                             " ".join(str(int(c)) for c in order[:5]),
+                             " ".join(f"{v:.6g}" for v in row)])
+
+
 def _labels(splits: VideoSplits, which: str) -> np.ndarray:
     return np.array([i.label for i in (splits.train if which == "train" else splits.test)])
 
@@ -186,7 +204,8 @@ def _run_linear(args: argparse.Namespace, splits: VideoSplits, test_spec: ViewSp
     probe, history = fit_linear_probe(x_train, view_labels, len(splits.classes), cfg, evaluate)
     acc, scores, y = video_accuracy(predict(probe, test["values"]), test["video_index"], y_test)
     return {"metrics": _accuracy_metrics(acc), "scores": scores, "labels": y,
-            "history": history, "cache_hit": {"train": hit_train, "test": hit_test},
+            "test_videos": np.unique(test["video_index"]), "history": history,
+            "cache_hit": {"train": hit_train, "test": hit_test},
             "videos_evaluated": {"train": int(len(np.unique(train["video_index"]))),
                                  "test": int(len(y))},
             "videos_failed": {"train": train["failed"], "test": test["failed"]},
@@ -260,8 +279,11 @@ def run(args: argparse.Namespace) -> int:
         "videos_listed": {"train": len(splits.train), "test": len(splits.test)},
         "videos_missing": splits.missing, "plots": plots,
         "seconds": round(time.perf_counter() - start, 2),
-        **{k: v for k, v in result.items() if k not in ("scores", "labels")},
+        **{k: v for k, v in result.items() if k not in ("scores", "labels", "test_videos")},
     }
+    if "test_videos" in result:
+        write_predictions(out / "predictions.csv", splits, result)
+        summary["predictions"] = "predictions.csv"
     write_json(out / "results.json", summary)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"classify ({args.mode}, {args.branch}) on {splits.layout} split {args.split}: "

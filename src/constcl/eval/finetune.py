@@ -141,6 +141,7 @@ def run_finetune(args: argparse.Namespace, splits: VideoSplits, train_spec: View
     y_test = np.array([i.label for i in splits.test])
     acc, scores, y = video_accuracy(enc["values"], enc["video_index"], y_test)
     return {"metrics": {f"top{k}": v for k, v in acc.items()}, "scores": scores, "labels": y,
+            "test_videos": np.unique(enc["video_index"]),
             "history": history, "cache_hit": {"train": False, "test": False},
             "videos_evaluated": {"train": len(train), "test": int(len(y))},
             "videos_failed": {"test": enc["failed"]},
