@@ -100,6 +100,18 @@ def test_radius_does_not_apply_to_the_first_frame() -> None:
     assert out[1, 0].item() == pytest.approx(1 / (1 + 5 * math.exp(-20)), rel=1e-6)
 
 
+def test_radius_spares_first_frame_keys_next_to_short_term_ones() -> None:
+    """Key set = [first frame, one short-term frame]: only the short-term frame's far keys are
+    masked, so the first frame's match at distance 5 still carries its label."""
+    query, keys, labels, pos = _far_match_case()
+    keys = torch.cat([keys, torch.zeros_like(keys)])         # short-term frame: no match
+    labels = torch.cat([labels, torch.zeros_like(labels)])   # ... labelled nothing
+    out = propagate_frame(query, keys, labels, 1, pos, PropagationConfig(radius=3, topk=10))
+    # 12 keys: the match (logit 20), 6 + 4 in-reach zeros, 2 far short-term keys masked; top 10
+    # keeps the match and 9 zeros
+    assert out[1, 0].item() == pytest.approx(1 / (1 + 9 * math.exp(-20)), rel=1e-6)
+
+
 def test_topk_keeps_only_the_best_keys() -> None:
     query, keys, labels, pos = _far_match_case()
     out = propagate_frame(query, keys, labels, 1, pos, PropagationConfig(topk=1))
