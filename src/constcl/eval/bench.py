@@ -147,6 +147,14 @@ def summarise(runs: list[dict]) -> list[dict]:
     return out
 
 
+def demo_color_strength() -> float:
+    """The demo preset's ``data.color_strength`` (what the bench uses unless told otherwise)."""
+    from constcl.config import load_config
+    from constcl.engine.presets import preset_path
+
+    return load_config(preset_path("demo")).data.color_strength
+
+
 def _cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
@@ -163,7 +171,7 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
     """``RESULTS.md``, ``results.json`` and ``report.html`` from the per-seed runs."""
     summary = summarise(runs)
     seeds = ",".join(str(s) for s in b.seeds)
-    strength = "the demo preset's" if b.color_strength is None else str(b.color_strength)
+    strength = str(b.color_strength if b.color_strength is not None else demo_color_strength())
     header = [
         "# Results: random init vs CVRL vs region vs ConST-CL on the synthetic world", "",
         f"Date {time.strftime('%Y-%m-%d %H:%M')}; machine: CPU ({machine()}); whole bench "
