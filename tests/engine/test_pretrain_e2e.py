@@ -98,3 +98,9 @@ def test_torchrun_two_cpu_processes_end_identical(world, tmp_path):
     fingerprints = summary["weights_fingerprints"]
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     assert "4 videos per process x 2 processes" in proc.stderr
+    # the rate follows the global batch: peak = base_lr 2.0 x 8 / 256; warm-up of 2 steps, then
+    # the cosine's first (and only) step at the peak
+    peak = 2.0 * 8 / 256
+    lines = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+    assert [r["lr"] for r in lines] == pytest.approx([peak / 2, peak, peak], rel=1e-12)
