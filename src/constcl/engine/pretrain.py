@@ -269,7 +269,7 @@ def train_loop(cfg: Config, model, stepper: TrainStep, loader, augment, device, 
             window[key] = window.get(key, 0.0) + value
         window_steps += 1
         logger.update(step, result.metrics["loss"], clips_per_step / max(t2 - t0, 1e-9))
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+        if logs_now:
             metrics = reduce_window(window, window_steps)
             metrics.update(lr=float(lrs[step - 1]),
                            clips_per_s=clips_per_step * window_steps / max(wait + busy, 1e-9),

@@ -44,6 +44,7 @@ HEADLINES = {
     "propagate": [("DAVIS J&F", "J&F-Mean")],
 }
 COLUMNS = [title for task in TASKS for title, _ in HEADLINES[task]]
+COMMANDS = {"knn": "classify"}  # bench task -> `constcl eval` command, where they differ
 RANDOM = "random init"
 
 
@@ -98,8 +99,8 @@ def task_args(task: str, world: Path, b: Budget, folder: Path) -> list[str]:
     probe = ["--epochs", "60", "--weight-decay", str(b.probe_weight_decay)]
     if task == "classify":
         return ["--data", str(world), *clip, "--clips", "2", "--crops", "1", *probe]
-    if task == "knn":  # reuses the linear probe's feature cache
-        return ["classify", "--mode", "knn", "--data", str(world), *clip, "--clips", "2",
+    if task == "knn":  # `eval classify --mode knn`, reusing the linear probe's feature cache
+        return ["--mode", "knn", "--data", str(world), *clip, "--clips", "2",
                 "--crops", "1", "--cache-dir", str(folder.parent / "classify" / "cache")]
     if task == "detect":
         return ["--data", str(world), *clip, *probe]
@@ -118,11 +119,9 @@ def evaluate(name: str, checkpoint: str, branch: str, seed: int, world: Path, ou
     values: dict[str, float | None] = {}
     for task in TASKS:
         folder = out / "eval" / f"{name}-{branch}-s{seed}" / task
-        args = task_args(task, world, b, folder)
-        command = args[0] if task == "knn" else task
-        args = args[1:] if task == "knn" else args
-        _cli(["eval", command, "--checkpoint", checkpoint, "--backbone", b.backbone,
-              "--branch", branch, "--seed", str(seed), "--out", str(folder), *args])
+        _cli(["eval", COMMANDS.get(task, task), "--checkpoint", checkpoint, "--backbone",
+              b.backbone, "--branch", branch, "--seed", str(seed), "--out", str(folder),
+              *task_args(task, world, b, folder)])
         metrics = json.loads((folder / "results.json").read_text()).get("metrics", {})
         for title, key in HEADLINES[task]:
             value = metrics.get(key)

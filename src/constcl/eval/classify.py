@@ -23,6 +23,7 @@ class scores), ``confusion.png`` and ``training_curve.png`` (``linear`` / ``fine
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import time
 from pathlib import Path
@@ -170,8 +171,6 @@ def write_predictions(path: Path, splits: VideoSplits, result: dict[str, Any]) -
     """``predictions.csv``: one row per evaluated test video with its label, predicted class,
     top-5 classes (best first) and the view-averaged class scores, all class indices in
     ``classes`` order, so top-1 / top-5 can be recomputed from the file."""
-    import csv
-
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["video", "label", "prediction", "top5", "scores"])
