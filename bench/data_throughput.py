@@ -32,7 +32,7 @@ from constcl.data.augment import PhotometricAugment
 from constcl.data.dataset import TwoViewDataset
 from constcl.data.decode import decode_all, decode_frames, probe
 from constcl.data.encode import write_video
-from constcl.data.sampling import ClipSpec, clip_indices
+from constcl.data.sampling import ClipSpec, looped_clip_indices
 from constcl.data.sources import list_videos
 
 HEADING = "## Data throughput"
@@ -65,8 +65,9 @@ def seek_vs_whole(path: Path, starts: np.ndarray, clip: ClipSpec) -> tuple[float
     """Median seconds per clip: seek-based decoding at each start, and whole-video decoding."""
     n = probe(path).num_frames
     it = iter(starts)
-    seek = time_calls(lambda: decode_frames(path, clip_indices(next(it), n, clip)), len(starts))
-    whole = time_calls(lambda: decode_all(path)[clip_indices(int(starts[0]), n, clip)], 5)
+    seek = time_calls(lambda: decode_frames(path, looped_clip_indices(next(it), n, clip)),
+                      len(starts))
+    whole = time_calls(lambda: decode_all(path)[looped_clip_indices(int(starts[0]), n, clip)], 5)
     return seek, whole
 
 

@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--context-length", type=int, default=5)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--warmup", type=int, default=5)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from constcl.data.augment import PhotometricAugment
+from constcl.data.augment import PhotometricAugment, to_model_range
 from constcl.data.dataset import TwoViewDataset, collate
 from constcl.data.sources import list_videos
 from constcl.models import build_backbone
@@ -68,7 +68,7 @@ def texture_descriptor(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def net_descriptor(net, x: torch.Tensor) -> torch.Tensor:
-    return net.forward_features(x * 2 - 1)["res5"].mean((2, 3, 4))
+    return net.forward_features(to_model_range(x, max_value=1.0))["res5"].mean((2, 3, 4))
 
 
 def zscore(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,9 @@
 """Command line entry point: ``constcl <command> ...``.
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported lazily so ``constcl --help`` stays fast and a missing optional dependency of
-one command never breaks the others.
+Each command lives in its own module of :mod:`constcl.commands` exposing
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily so
+``constcl --help`` stays fast and a missing optional dependency of one command never breaks the
+others.
 """
 
 from __future__ import annotations
@@ -14,22 +15,23 @@ import sys
 
 # command name -> (module, one-line help). Sub-groups ("data") map to a dict of their own.
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
-    "pretrain": ("constcl.engine.pretrain", "self-supervised pretraining (the main job)"),
-    "demo": ("constcl.engine.demo", "install check: pretrain on the synthetic world, then probe"),
-    "info": ("constcl.models.info", "parameter counts and FLOPs per clip of a model"),
+    "pretrain": ("constcl.commands.pretrain", "self-supervised pretraining (the main job)"),
+    "demo": ("constcl.commands.demo", "install check: pretrain on the synthetic world, then probe"),
+    "info": ("constcl.commands.info", "parameter counts and FLOPs per clip of a model"),
     "data": {
-        "check": ("constcl.data.check", "scan a folder or CSV of videos and report bad files"),
-        "synth": ("constcl.data.synth", "generate the synthetic world with ground truth"),
-        "preview": ("constcl.data.preview", "draw the two sampled views of a video"),
+        "check": ("constcl.commands.data_check",
+                  "scan a folder or CSV of videos and report bad files"),
+        "synth": ("constcl.commands.data_synth", "generate the synthetic world with ground truth"),
+        "preview": ("constcl.commands.data_preview", "draw the two sampled views of a video"),
     },
     "eval": {
-        "classify": ("constcl.eval.classify", "action classification: linear probe, "
+        "classify": ("constcl.commands.eval_classify", "action classification: linear probe, "
                      "fine-tuning, kNN retrieval"),
-        "detect": ("constcl.eval.detect", "spatio-temporal action detection (AVA layout)"),
-        "track": ("constcl.eval.track", "single-object tracking with SiamFC (OTB layout)"),
-        "propagate": ("constcl.eval.propagate", "label propagation (DAVIS-2017 layout)"),
+        "detect": ("constcl.commands.eval_detect", "spatio-temporal action detection (AVA layout)"),
+        "track": ("constcl.commands.eval_track", "single-object tracking with SiamFC (OTB layout)"),
+        "propagate": ("constcl.commands.eval_propagate", "label propagation (DAVIS-2017 layout)"),
     },
-    "bench": ("constcl.eval.bench", "pretrain four encoders on the synthetic world and "
+    "bench": ("constcl.commands.bench", "pretrain four encoders on the synthetic world and "
               "evaluate each on every task"),
 }
 

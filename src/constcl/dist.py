@@ -51,8 +51,15 @@ def init_from_env(backend: str | None = None) -> bool:
     return True
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group (waiting for every process first when ``wait``), if there is one.
+
+    Without it, a gloo / NCCL group is torn down by the interpreter's exit, which can abort
+    ("terminate called without an active exception") while another rank still talks to it.
+    """
     if is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -7,8 +7,10 @@ from constcl.data.augment import (
     CropParams,
     PhotometricAugment,
     apply_crop,
+    from_model_range,
     random_crop_flip,
     sample_crop,
+    to_model_range,
     transform_boxes,
 )
 
@@ -159,6 +161,19 @@ def test_photometric_is_identical_for_every_frame_and_in_range(view):
     torch.testing.assert_close(out, out[:, :, :1].expand_as(out), atol=1e-6, rtol=0)
     again = aug(x.float() / 255, torch.Generator().manual_seed(4))
     torch.testing.assert_close(out, again)
+
+
+def test_model_range_maps_pixels_to_minus_one_one_and_back():
+    u = torch.arange(256, dtype=torch.uint8).reshape(1, 256, 1)
+    x = to_model_range(u)
+    assert x.dtype == torch.float32 and x.shape == u.shape
+    assert float(x.min()) == -1.0 and float(x.max()) == 1.0
+    assert torch.equal(x, u.float() / 127.5 - 1.0)  # what evaluation has always used
+    assert torch.equal(to_model_range(u.double()), x)  # [0, 255] floats: the same
+    unit = torch.rand(1000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(to_model_range(unit, max_value=1.0), unit * 2.0 - 1.0)  # training's
+    torch.testing.assert_close(from_model_range(x), u.float() / 255, atol=1e-6, rtol=0)
+    assert float(from_model_range(torch.tensor([-3.0, 3.0])).min()) == 0.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

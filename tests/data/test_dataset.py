@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from constcl.data.augment import PhotometricAugment
-from constcl.data.dataset import TooManyBadVideos, TwoViewDataset, collate
+from constcl.data.dataset import TooManyBadVideos, TwoViewDataset, collate, identity_collate
 from constcl.data.sources import VideoItem
 
 from .video_fixtures import LEVEL_FRAMES, index_of
@@ -130,3 +130,8 @@ def test_too_many_bad_files_stop_with_examples(videos):
     message = str(err.value)
     assert "2 of 3 videos are bad" in message
     assert str(videos["corrupt"]) in message and str(videos["audio"]) in message
+
+
+def test_identity_collate_returns_the_batch_itself():
+    batch = {"clips": torch.zeros(2, 3)}
+    assert identity_collate(batch) is batch

@@ -1,14 +1,14 @@
 import numpy as np
 from scipy import stats
 
-from constcl.data.sampling import ClipSpec, clip_indices, sample_gap, sample_starts
+from constcl.data.sampling import ClipSpec, looped_clip_indices, sample_gap, sample_starts
 
 CLIP = ClipSpec(16, 2)
 
 
 def test_clip_span_and_hand_computed_indices():
     assert CLIP.span == 31 and CLIP.key_frame == 8
-    assert clip_indices(3, 40, CLIP).tolist() == list(range(3, 34, 2))
+    assert looped_clip_indices(3, 40, CLIP).tolist() == list(range(3, 34, 2))
 
 
 def test_gap_follows_the_linear_density_ks():
@@ -48,7 +48,7 @@ def test_short_videos_loop():
     for num_frames in (1, 7, 10, 30):
         for _ in range(50):
             for start in sample_starts(num_frames, CLIP, rng):
-                idx = clip_indices(start, num_frames, CLIP)
+                idx = looped_clip_indices(start, num_frames, CLIP)
                 assert len(idx) == 16 and idx.min() >= 0 and idx.max() < num_frames
                 assert np.all((np.diff(idx) - 2) % num_frames == 0)
 

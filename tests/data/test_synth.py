@@ -14,8 +14,8 @@ from PIL import Image
 
 from constcl import cli
 from constcl.data import sources
+from constcl.data.palette import davis_palette
 from constcl.data.synth import generate_world
-from constcl.data.synth.media import davis_palette
 from constcl.data.synth.video import MIN_VISIBLE
 from constcl.data.synth.world import WorldParams, plan_jobs
 

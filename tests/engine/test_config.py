@@ -74,7 +74,7 @@ def test_list_config_prints_keys_with_docs(capsys):
 
 
 def test_demo_verdict_needs_more_than_one_test_video():
-    from constcl.engine.demo import verdict
+    from constcl.commands.demo import verdict
 
     # 40 test videos: one video is 2.5 points
     assert verdict(0.30, 0.25, 40).startswith("pretraining beats")

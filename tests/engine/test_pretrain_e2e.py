@@ -75,6 +75,20 @@ def test_sigkill_then_resume_equals_straight_run(world, straight_run, tmp_path):
     assert_same_weights(final_model(tmp_path / "resumed"), final_model(straight_run[0]))
 
 
+def test_resume_from_a_checkpoint_with_the_old_scaler_key(world, straight_run, tmp_path):
+    """Checkpoints written while an fp16 gradient scaler existed carry a ``scaler`` entry; it
+    is ignored and the run continues exactly as the straight run."""
+    old = ckpt.load_checkpoint(ckpt.checkpoint_path(straight_run[0], 3))
+    assert "scaler" not in old
+    old["scaler"] = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                     "growth_interval": 2000, "_growth_tracker": 3}
+    path = tmp_path / "old_format.pt"
+    torch.save(old, path)
+    resumed = run_pretrain(tiny_overrides(world, tmp_path, "from_old") + [f"train.resume={path}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(final_model(tmp_path / "from_old"), final_model(straight_run[0]))
+
+
 def test_kill_during_checkpoint_write_keeps_previous(world, straight_run, tmp_path):
     overrides = tiny_overrides(world, tmp_path, "torn")
     killed = run_pretrain(overrides, fault=f"kill_during_checkpoint:{STEPS}")

@@ -7,9 +7,9 @@ from torch import nn
 
 from constcl.engine.lars import LARS
 from constcl.engine.optim import auto_local_lr_scale, build_optimizer, param_groups
-from constcl.engine.schedule import scaled_lr, warmup_cosine
 from constcl.engine.step import TrainStep
 from constcl.models import LossWeights, build_model
+from constcl.schedule import scaled_lr, warmup_cosine
 
 
 def test_linear_scaling_rule():

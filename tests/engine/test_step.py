@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from constcl.config import load_config
-from constcl.engine.pretrain import TooManyBadSteps, pretrain
+from constcl.engine.pretrain import TooManyBadSteps, pretrain, setup_device
 from constcl.engine.step import TrainStep
 from tests.engine.conftest import tiny_overrides
 
@@ -81,3 +81,21 @@ def test_too_many_bad_steps_stop_the_run(world, tmp_path):
                                          "train.max_bad_steps=3"])
     with pytest.raises(TooManyBadSteps, match="3 consecutive steps"):
         pretrain(cfg)
+
+
+def test_cpu_runs_bf16_as_fp32_and_says_so(caplog):
+    cfg = load_config(None, ["train.device=cpu", "train.precision=bf16", "train.cpu_threads=1"])
+    threads = torch.get_num_threads()
+    try:
+        with caplog.at_level("INFO", logger="constcl.train"):
+            assert setup_device(cfg).type == "cpu"
+    finally:
+        torch.set_num_threads(threads)
+    assert cfg.train.precision == "fp32"
+    assert [r.getMessage() for r in caplog.records if "bf16" in r.getMessage()] == [
+        "precision bf16 is not used on CPU (slower than fp32 there); training in fp32"]
+
+
+def test_fp16_is_not_a_precision():
+    with pytest.raises(ValueError, match="precision"):
+        TrainStep(Toy(), torch.optim.SGD(Toy().parameters(), lr=0.1), "fp16", "cpu")

@@ -13,11 +13,12 @@ import torch
 
 from constcl.cli import main
 from constcl.data.decode import decode_frames
-from constcl.eval import classify
-from constcl.eval.classify_data import load_splits
-from constcl.eval.clips import ViewSpec, clip_indices, spatial_crops, temporal_starts
-from constcl.eval.features import cached_arrays, encode_views
+from constcl.eval.classify import scoring
+from constcl.eval.classify import task as classify_task
+from constcl.eval.classify.data import load_splits
+from constcl.eval.feature_cache import cached_arrays, encode_views
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
+from constcl.eval.views import ViewSpec, clamped_clip_indices, spatial_crops, temporal_starts
 from tests.eval.eval_world import make_world
 
 SMALL = ["--checkpoint", "random", "--backbone", "r3d_tiny", "--frames", "4", "--stride", "2",
@@ -37,7 +38,7 @@ def test_temporal_starts_follow_pyslowfast():
     assert temporal_starts(64, 15, 3).tolist() == [0, 16, 32]
     assert temporal_starts(64, 15, 1).tolist() == [24]  # one view: the centre clip
     assert temporal_starts(10, 15, 3).tolist() == [0, 0, 0]  # shorter than a clip
-    assert clip_indices(60, 4, 2, 64).tolist() == [60, 62, 63, 63]  # clamped at the end
+    assert clamped_clip_indices(60, 4, 2, 64).tolist() == [60, 62, 63, 63]  # clamped at the end
 
 
 def test_spatial_crops_left_centre_right():
@@ -68,11 +69,11 @@ def test_multiview_average_hand_computed():
                        [0.0, 0.0], [0.0, log3],   # video 2: (.5, .5), (.25, .75)
                        [5.0, 0.0]])               # video 2: (e^5 / (1 + e^5), 1 / (1 + e^5))
     vid = np.array([0, 0, 2, 2, 2])
-    scores = classify.average_view_scores(logits, np.array([0, 0, 1, 1, 1]))
+    scores = scoring.average_view_scores(logits, np.array([0, 0, 1, 1, 1]))
     p = 1 / (1 + math.exp(-5.0))
     np.testing.assert_allclose(scores, [[0.5, 0.5], [(0.75 + p) / 3, (1.25 + 1 - p) / 3]])
     # video 1 failed to decode (no rows): only videos 0 and 2 are scored
-    acc, scores, y = classify.video_accuracy(logits, vid, np.array([1, 0, 0]))
+    acc, scores, y = scoring.video_accuracy(logits, vid, np.array([1, 0, 0]))
     assert y.tolist() == [1, 0]
     assert acc[1] == 0.5  # video 0 ties at (.5, .5) -> class 0 (wrong); video 2 -> 0 (right)
 
@@ -162,8 +163,8 @@ def test_linear_cli_writes_results_and_reuses_the_cache(world, tmp_path, monkeyp
     def no_encoding(*a, **k):
         raise AssertionError("the encoder ran although the features are cached")
 
-    monkeypatch.setattr(classify, "encode_views", no_encoding)
-    monkeypatch.setattr(classify, "load_encoder", no_encoding)
+    monkeypatch.setattr(classify_task, "encode_views", no_encoding)
+    monkeypatch.setattr(classify_task, "load_encoder", no_encoding)
     assert main([*args, "--epochs", "5", "--lr", "0.05"]) == 0
     r2 = _results(out)
     assert r2["cache_hit"] == {"train": True, "test": True} and len(r2["history"]) == 5

@@ -13,9 +13,9 @@ import torch
 
 from constcl.cli import main
 from constcl.data.decode import decode_frames
-from constcl.eval import detect
-from constcl.eval import detect_data as ava
-from constcl.eval.roi import boxes_to_rois, detection_roi_features
+from constcl.eval.detect import data as ava
+from constcl.eval.detect import task as detect
+from constcl.eval.detect.roi import boxes_to_rois, detection_roi_features
 from tests.eval.eval_world import make_world
 
 SMALL = ["--checkpoint", "random", "--backbone", "r3d_tiny", "--frames", "4", "--stride", "2",

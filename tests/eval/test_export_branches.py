@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from constcl.engine.export import export_backbone
-from constcl.eval.backbone import load_backbone, pooled_features
-from constcl.eval.common import encoder_identity, load_encoder
+from constcl.eval.encoder import encoder_identity, load_backbone, load_encoder, pooled_res5
 from constcl.models import build_model
 
 TRUNK = ("stem", "res2", "res3", "res4")
@@ -78,7 +77,7 @@ def test_y_shape_export_gives_each_branch_its_own_res5(tmp_path, clip):
             with torch.no_grad():
                 got = net.forward_features(clip)["res5"]
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"{name} {branch}")
-            torch.testing.assert_close(pooled_features(net, clip), want.mean(dim=(2, 3, 4)),
+            torch.testing.assert_close(pooled_res5(net, clip), want.mean(dim=(2, 3, 4)),
                                        rtol=1e-5, atol=1e-5)
     # the feature-cache identity tells the branches apart
     ids = [encoder_identity(argparse.Namespace(checkpoint=str(path), backbone=None, branch=b,

@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 
 from constcl.cli import main
-from constcl.eval.propagate import first_frame_onehot
-from constcl.eval.propagation import (
+from constcl.eval.propagate.algorithm import (
     PropagationConfig,
     grid_positions,
     propagate_frame,
@@ -21,6 +20,7 @@ from constcl.eval.propagation import (
     queue_indices,
     radius_mask,
 )
+from constcl.eval.propagate.task import first_frame_onehot
 
 
 def _noise_image(h: int, w: int, seed: int = 0) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from constcl.eval.metrics.tracking import center_error
-from constcl.eval.siamfc import (
+from constcl.eval.track.siamfc import (
     SiamFCConfig,
     SiamFCTracker,
     crop_and_resize,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from constcl.cli import main
 from constcl.eval.frame_encoder import FrameEncoder, collapse_time, cpu_threads
-from constcl.eval.otb import load_sequences, read_boxes
+from constcl.eval.track.data import load_sequences, read_boxes
 from constcl.models.r3d import build_backbone
 
 # --------------------------------------------------------------------------- OTB files

@@ -48,16 +48,10 @@ def test_y_shape_has_two_independent_res5_copies():
     x = torch.rand(1, 3, 16, 32, 32)
     model.eval()
     with torch.no_grad():
-        assert model.encode(x, "global").shape == model.encode(x, "local").shape
-        assert not torch.allclose(model.encode(x, "global"), model.encode(x, "local"))
-
-
-def test_encode_errors_are_clear():
-    model = build_model("r3d_tiny", variant="cvrl")
-    with pytest.raises(ValueError, match="no local branch"):
-        model.encode(torch.zeros(1, 3, 16, 32, 32), "local")
-    with pytest.raises(ValueError, match="branch"):
-        model.encode(torch.zeros(1, 3, 16, 32, 32), "middle")
+        res4 = model.backbone.forward_trunk(x)["res4"]
+        global_map, local_map = model.backbone.res5(res4), model.res5_local(res4)
+        assert global_map.shape == local_map.shape
+        assert not torch.allclose(global_map, local_map)
 
 
 def test_bad_variant_names_allowed_values():

@@ -7,6 +7,9 @@ training device:
   returning a uint8 clip (3, T, S, S) and the ``CropParams`` used, which also map boxes;
 * photometric (``PhotometricAugment``, an ``nn.Module`` on whatever device the batch is on):
   colour jitter, grayscale, Gaussian blur, solarise, then values mapped to [-1, 1].
+
+``to_model_range`` is the one mapping of pixel values to the model's input range [-1, 1] (used
+by training and evaluation alike); ``from_model_range`` undoes it for display.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "to_model_range",
+    "from_model_range",
     "CropParams",
     "sample_crop",
     "apply_crop",
@@ -30,6 +35,25 @@ __all__ = [
 
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale.
 _LUMA = (0.2989, 0.587, 0.114)
+
+
+# --------------------------------------------------------------------- model input range
+
+
+def to_model_range(x: torch.Tensor, max_value: float = 255.0) -> torch.Tensor:
+    """Pixel values in ``[0, max_value]`` -> float32 in ``[-1, 1]``, any shape, layout kept.
+
+    Computes ``x.float() / (max_value / 2) - 1``: with the default 255 that is exactly
+    ``x.float() / 127.5 - 1`` (uint8 frames, or floats still in [0, 255]); with
+    ``max_value=1`` it is exactly ``x.float() * 2 - 1`` (floats in [0, 1]). Nothing is clamped
+    and no channel axis is moved.
+    """
+    return x.float() / (max_value / 2) - 1.0
+
+
+def from_model_range(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_model_range` for display: ``[-1, 1]`` -> float ``[0, 1]``, clamped."""
+    return (x.clamp(-1, 1) + 1) / 2
 
 
 # ---------------------------------------------------------------- geometric part (worker side)
@@ -317,4 +341,4 @@ class PhotometricAugment(nn.Module):
             raise ValueError(f"expected (B, 3, T, H, W), got {tuple(x.shape)}")
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         x = self.apply(x, self.sample_params(x.shape[0], generator))
-        return x * 2.0 - 1.0
+        return to_model_range(x, max_value=1.0)

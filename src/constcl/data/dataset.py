@@ -36,6 +36,7 @@ import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from constcl.data.regions import REGION_GENERATORS, cue_regions, detection_regio
 from constcl.data.sampling import ClipSpec, sample_two_clips
 from constcl.data.sources import VideoItem, load_boxes
 
-__all__ = ["TwoViewDataset", "TooManyBadVideos", "collate"]
+__all__ = ["TwoViewDataset", "TooManyBadVideos", "collate", "identity_collate"]
 
 log = logging.getLogger(__name__)
 
@@ -223,4 +224,11 @@ def collate(samples: list[dict]) -> dict:
         batch[key] = (
             torch.stack(values) if isinstance(values[0], torch.Tensor) else torch.tensor(values)
         )
+    return batch
+
+
+def identity_collate(batch: Any) -> Any:
+    """``collate_fn`` that returns the batch unchanged (for ``batch_size=None`` loaders whose
+    data set already yields whole batches); a module-level function, so worker processes can
+    pickle it."""
     return batch

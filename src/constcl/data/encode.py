@@ -1,4 +1,8 @@
-"""Write small videos with PyAV: for tests, benchmarks and previews (not used when training)."""
+"""Write videos with PyAV: the synthetic world's mp4 files, test and benchmark videos.
+
+The one video writer of the project (``constcl.data.synth.media.write_mp4`` calls it with fixed,
+deterministic x264 options). Not used when training.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ def write_video(
     gop_size: int | None = None,
     times_ms: Sequence[int] | None = None,
     codec: str | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode frames into a video file.
 
@@ -31,6 +36,9 @@ def write_video(
         times_ms: optional presentation times in milliseconds, strictly increasing (one per
             frame), to write a variable-frame-rate file; None writes frame i at i / fps.
         codec: override the codec chosen from the extension.
+        options: encoder options, e.g. ``{"crf": "20", "preset": "veryfast", "threads": "1"}``.
+
+    Returns ``path``. The parent folder must exist.
     """
     import av
 
@@ -38,7 +46,8 @@ def write_video(
     frames = np.asarray(frames, dtype=np.uint8)
     n, height, width, _ = frames.shape
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec or _CODECS.get(path.suffix, "libx264"), rate=fps)
+        stream = container.add_stream(codec or _CODECS.get(path.suffix, "libx264"), rate=fps,
+                                      options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if gop_size is not None:
             stream.codec_context.gop_size = gop_size

@@ -1,39 +1,22 @@
-"""``constcl data preview VIDEO --out FILE.png``: draw the two views the model would see.
+"""Draw the two views the model would see of one video (behind ``constcl data preview``).
 
-One row per view: every ``--every``-th frame of the clip after the geometric *and* photometric
+One row per view: every ``every``-th frame of the clip after the geometric *and* photometric
 augmentations, with the view's K boxes drawn on the key frame (dashed for invalid boxes).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from constcl.data.augment import PhotometricAugment
+from constcl.data.augment import PhotometricAugment, from_model_range
 from constcl.data.dataset import TooManyBadVideos, TwoViewDataset
-from constcl.data.regions import REGION_GENERATORS
+from constcl.data.decode import VideoError
 from constcl.data.sources import VideoItem, find_box_file
 
-__all__ = ["add_arguments", "run", "draw_views"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", help="a video file")
-    parser.add_argument("--out", required=True, help="output image, e.g. preview.png")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled views")
-    parser.add_argument("--size", type=int, default=224, help="crop side in pixels")
-    parser.add_argument("--frames", type=int, default=16, help="frames per clip")
-    parser.add_argument("--stride", type=int, default=2, help="temporal stride")
-    parser.add_argument(
-        "--regions", default="random", choices=REGION_GENERATORS, help="region generator"
-    )
-    parser.add_argument("--num-regions", type=int, default=8, help="boxes per view (K)")
-    parser.add_argument("--boxes-dir", default=None, help="folder of box files (detections)")
-    parser.add_argument("--every", type=int, default=2, help="draw every n-th frame")
+__all__ = ["draw_views", "preview_video", "sample_views"]
 
 
 def draw_views(sample: dict, views: dict[str, torch.Tensor], out: Path, every: int = 2) -> None:
@@ -54,7 +37,7 @@ def draw_views(sample: dict, views: dict[str, torch.Tensor], out: Path, every: i
         len(views), len(shown), figsize=(1.6 * len(shown), 1.8 * len(views)), squeeze=False
     )
     for row, (name, clip) in enumerate(views.items()):
-        images = ((clip.clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0).cpu().numpy()  # (T, S, S, 3)
+        images = from_model_range(clip).permute(1, 2, 3, 0).cpu().numpy()  # (T, S, S, 3)
         size = images.shape[1]
         for col, frame in enumerate(shown):
             ax = axes[row, col]
@@ -82,17 +65,33 @@ def draw_views(sample: dict, views: dict[str, torch.Tensor], out: Path, every: i
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    video = Path(args.video)
-    item = VideoItem(video, boxes_path=find_box_file(video, args.boxes_dir))
+def sample_views(
+    video: str | Path,
+    *,
+    seed: int = 0,
+    size: int = 224,
+    frames: int = 16,
+    stride: int = 2,
+    regions: str = "random",
+    num_regions: int = 8,
+    boxes_dir: str | None = None,
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The training sample of ``video`` and its two photometrically augmented views.
+
+    Returns ``(sample, {"a": clip, "b": clip})``: the data set's sample (boxes and masks of
+    each view) and per view a float (3, frames, size, size) clip in [-1, 1]. Raises
+    :class:`VideoError` when the video cannot be used.
+    """
+    video = Path(video)
+    item = VideoItem(video, boxes_path=find_box_file(video, boxes_dir))
     dataset = TwoViewDataset(
         [item],
-        clip_frames=args.frames,
-        frame_stride=args.stride,
-        size=args.size,
-        num_regions=args.num_regions,
-        region_generator=args.regions,
-        seed=args.seed,
+        clip_frames=frames,
+        frame_stride=stride,
+        size=size,
+        num_regions=num_regions,
+        region_generator=regions,
+        seed=seed,
         max_bad_fraction=0.0,
         max_retries=0,
     )
@@ -100,15 +99,35 @@ def run(args: argparse.Namespace) -> int:
         sample = dataset[0]
     except TooManyBadVideos:
         reason = "; ".join(r for _, r in dataset.bad_files())
-        print(f"constcl data preview: cannot use {video}: {reason}", file=sys.stderr)
-        return 1
-    generator = torch.Generator().manual_seed(args.seed)
+        raise VideoError(video, reason) from None
+    generator = torch.Generator().manual_seed(seed)
     views = {
         v: PhotometricAugment.for_view(v)(sample[f"view_{v}"][None], generator)[0] for v in "ab"
     }
-    out = Path(args.out)
+    return sample, views
+
+
+def preview_video(
+    video: str | Path,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    size: int = 224,
+    frames: int = 16,
+    stride: int = 2,
+    regions: str = "random",
+    num_regions: int = 8,
+    boxes_dir: str | None = None,
+    every: int = 2,
+) -> dict[str, int]:
+    """Draw the two views of ``video`` (see :func:`sample_views`) into the image ``out``.
+
+    Returns the number of valid boxes per view, ``{"a": n_a, "b": n_b}``. Raises
+    :class:`VideoError` when the video cannot be used.
+    """
+    sample, views = sample_views(video, seed=seed, size=size, frames=frames, stride=stride,
+                                 regions=regions, num_regions=num_regions, boxes_dir=boxes_dir)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    draw_views(sample, views, out, every=max(1, args.every))
-    valid = {v: int(np.count_nonzero(sample[f"mask_{v}"])) for v in "ab"}
-    print(f"wrote {out} (valid boxes: a {valid['a']}, b {valid['b']})")
-    return 0
+    draw_views(sample, views, out, every=max(1, every))
+    return {v: int(np.count_nonzero(sample[f"mask_{v}"])) for v in "ab"}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClipSpec", "sample_gap", "sample_starts", "clip_indices", "sample_two_clips"]
+__all__ = ["ClipSpec", "sample_gap", "sample_starts", "looped_clip_indices", "sample_two_clips"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ def sample_starts(num_frames: int, clip: ClipSpec, rng: np.random.Generator) -> 
     return starts
 
 
-def clip_indices(start: int, num_frames: int, clip: ClipSpec) -> np.ndarray:
-    """Frame indices (clip.frames,) of the clip starting at ``start``, looped modulo the length."""
+def looped_clip_indices(start: int, num_frames: int, clip: ClipSpec) -> np.ndarray:
+    """Frame indices (clip.frames,) of the clip starting at ``start``, looped modulo the length
+    (pretraining; the evaluation views clamp instead: ``eval.views.clamped_clip_indices``)."""
     return (start + clip.stride * np.arange(clip.frames)) % num_frames
 
 
@@ -77,4 +78,5 @@ def sample_two_clips(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frame indices of view a and view b, each of shape (clip.frames,)."""
     start_a, start_b = sample_starts(num_frames, clip, rng)
-    return clip_indices(start_a, num_frames, clip), clip_indices(start_b, num_frames, clip)
+    return (looped_clip_indices(start_a, num_frames, clip),
+            looped_clip_indices(start_b, num_frames, clip))

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from constcl import dist
-from constcl.config import Config
+from constcl.config import Config, DataConfig
 from constcl.data.augment import PhotometricAugment
 from constcl.data.dataset import TwoViewDataset, collate
 from constcl.data.sources import list_videos
@@ -21,12 +21,19 @@ log = logging.getLogger("constcl.train")
 MODEL_KEYS = ("view_a", "view_b", "boxes_a", "boxes_b", "mask_a", "mask_b")
 
 
+def synthetic_world_dir(data: DataConfig) -> Path:
+    """Root folder of the synthetic world that ``data`` trains on (with ``data.source =
+    'synthetic'``): ``synth_dir / n{synth_videos}-s{synth_size}``; its videos are in ``videos/``.
+    """
+    return Path(data.synth_dir).expanduser() / f"n{data.synth_videos}-s{data.synth_size}"
+
+
 def synthetic_source(cfg: Config) -> Path:
-    """Folder of the built-in synthetic world, generated on first use (by rank 0)."""
+    """Folder of the built-in synthetic world's videos, generated on first use (by rank 0)."""
     from constcl.data.synth import generate_world
 
     d = cfg.data
-    root = Path(d.synth_dir).expanduser() / f"n{d.synth_videos}-s{d.synth_size}"
+    root = synthetic_world_dir(d)
     if dist.is_main():
         log.info("synthetic world in %s (generated on first use)", root)
         generate_world(root, num_videos=d.synth_videos, seed=0, size=d.synth_size)

@@ -1,4 +1,4 @@
-"""ConST-CL pretraining: ``constcl pretrain [CONFIG.yaml] [section.key=value ...]``.
+"""ConST-CL pretraining: :func:`pretrain` runs one configured job (``constcl pretrain``).
 
 Reads top to bottom: set-up, preparing data, building the network, optimiser, resume, train loop,
 export. Works as is under ``torchrun --nproc_per_node=N -m constcl pretrain ...``.
@@ -6,7 +6,6 @@ export. Works as is under ``torchrun --nproc_per_node=N -m constcl pretrain ...`
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -15,22 +14,29 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from constcl import dist
-from constcl.config import Config, ConfigError, load_config, save_config, to_dict
+from constcl.config import Config, ConfigError, save_config, to_dict
+from constcl.data.augment import PhotometricAugment
+from constcl.data.dataset import TwoViewDataset
 from constcl.engine import checkpoint as ckpt
 from constcl.engine.data import build_loader, device_batches
 from constcl.engine.export import export_backbone
 from constcl.engine.logger import RankFilter, RunLogger
 from constcl.engine.monitor import UpdateMonitor
 from constcl.engine.optim import auto_local_lr_scale, build_optimizer
-from constcl.engine.schedule import scaled_lr, warmup_cosine
 from constcl.engine.step import TrainStep
 from constcl.models import LossWeights, build_model
+from constcl.schedule import scaled_lr, warmup_cosine
 
 log = logging.getLogger("constcl.train")
 
@@ -131,23 +137,106 @@ def build_network(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Modu
 # ---------------------------------------------------------------------------- pretraining
 
 def pretrain(cfg: Config) -> Path:
-    """Run (or resume) a pretraining run; returns the run folder."""
-    dist.init_from_env()
+    """Run (or resume) a pretraining run; returns the run folder.
+
+    Writes ``config.yaml``, ``git_sha.txt``, ``metrics.jsonl``, TensorBoard events,
+    ``checkpoints/``, ``backbone.safetensors`` and ``summary.json`` into the run folder. Under
+    torchrun it joins the process group first and, if it created the group, leaves it at the
+    end.
+    """
+    joined = not dist.is_initialized() and dist.init_from_env()
+    try:
+        run_dir = _pretrain(cfg)
+    except BaseException:
+        if joined:  # no barrier: the other ranks may never reach it
+            dist.shutdown(wait=False)
+        raise
+    if joined:
+        dist.shutdown()
+    return run_dir
+
+
+def _pretrain(cfg: Config) -> Path:
+    """:func:`pretrain` inside the process group (or without one)."""
+    # ---- set-up
+    _quiet_other_ranks()
+    device = setup_device(cfg)
+    seed_everything(cfg.train.seed + dist.rank(), cfg.train.deterministic)
+    run_dir = create_run_folder(cfg)
+    global_batch = _log_setup(cfg, device, run_dir)
+
+    # ---- preparing data
+    start_step, state = resume_state(cfg, run_dir)
+    loader, dataset, augment = build_loader(cfg, device, start_step, run_dir)
+    log.info("data: %d videos, %d steps per epoch", len(dataset),
+             loader.batch_sampler.steps_per_epoch)
+
+    # ---- building the network, optimiser and schedule
+    model, plain = build_network(cfg, device)
+    log.info("model %s / %s / %s: %.2f M parameters", cfg.model.backbone, cfg.model.variant,
+             cfg.model.local_source, sum(p.numel() for p in plain.parameters()) / 1e6)
+    optimizer, lrs = build_optimizer_and_schedule(cfg, plain, global_batch)
+    stepper = TrainStep(model, optimizer, cfg.train.precision, device.type,
+                        cfg.optim.clip_grad_norm)
+
+    # ---- resume
+    if state is not None:
+        plain.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ckpt.set_rng_state(state["rng"])  # a "scaler" entry of older checkpoints is ignored
+
+    def save(step: int) -> None:
+        save_training_state(cfg, run_dir, step, plain, optimizer)
+
+    # ---- train loop
+    logger = RunLogger(run_dir, cfg.train.steps, start_step, cfg.train.progress, dist.is_main())
+    parts = LoopParts(model=model, stepper=stepper, loader=loader, augment=augment,
+                      device=device, lrs=lrs, logger=logger, save=save, dataset=dataset,
+                      monitor=UpdateMonitor(plain))
+    step = train_loop(cfg, parts, start_step)
+    save(step)
+
+    # ---- export
+    export_run(cfg, run_dir, plain, step, global_batch, dataset, logger)
+    logger.close()
+    return run_dir
+
+
+def _quiet_other_ranks() -> None:
+    """Only rank 0 logs: other ranks filter every record of the root logger and its handlers."""
+    if dist.is_main():
+        return
+    logging.getLogger().addFilter(RankFilter(dist.rank()))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RankFilter(dist.rank()))
+
+
+def setup_device(cfg: Config) -> torch.device:
+    """The training device; on CPU also the thread count, and bf16 becomes fp32 (CPU bf16
+    autocast is much slower than fp32 here), which ``cfg.train.precision`` then records."""
     device = pick_device(cfg.train.device)
     if device.type == "cpu":
         if cfg.train.precision == "bf16":
-            cfg.train.precision = "fp32"  # CPU bf16 autocast is much slower than fp32 here
+            log.info("precision bf16 is not used on CPU (slower than fp32 there); "
+                     "training in fp32")
+            cfg.train.precision = "fp32"
         torch.set_num_threads(cpu_threads(cfg))
-    seed_everything(cfg.train.seed + dist.rank(), cfg.train.deterministic)
+    return device
+
+
+def create_run_folder(cfg: Config) -> Path:
+    """The run folder (see :func:`run_folder`); rank 0 creates it and writes ``config.yaml``
+    and ``git_sha.txt``."""
     run_dir = run_folder(cfg)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "git_sha.txt").write_text(git_sha() + "\n")
-    else:
-        logging.getLogger().addFilter(RankFilter(dist.rank()))
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(RankFilter(dist.rank()))
+    return run_dir
+
+
+def _log_setup(cfg: Config, device: torch.device, run_dir: Path) -> int:
+    """Log run folder, device, precision and batch arithmetic; returns the global batch."""
     world, accum = dist.world_size(), cfg.optim.accumulation_steps
     global_batch = cfg.train.batch_size * world * accum
     log.info("run folder %s (git %s)", run_dir, git_sha()[:12])
@@ -156,26 +245,27 @@ def pretrain(cfg: Config) -> Path:
     log.info("device %s, precision %s; %d videos per process x %d processes x %d accumulation "
              "= global batch %d", device, cfg.train.precision, cfg.train.batch_size, world, accum,
              global_batch)
+    return global_batch
 
-    # ---- preparing data
-    start_step, state = 0, None
+
+def resume_state(cfg: Config, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
+    """(step to start from, checkpoint to resume from or None) as ``train.resume`` says."""
     if cfg.train.resume == "auto":
         found = ckpt.latest_loadable(run_dir)
-        if found is not None:
-            log.info("resuming from %s", found[0])
-            start_step, state = found[1]["step"], found[1]
-    elif cfg.train.resume != "none":
+        if found is None:
+            return 0, None
+        log.info("resuming from %s", found[0])
+        return found[1]["step"], found[1]
+    if cfg.train.resume != "none":
         state = ckpt.load_checkpoint(cfg.train.resume)
-        start_step = state["step"]
-    loader, dataset, augment = build_loader(cfg, device, start_step, run_dir)
-    log.info("data: %d videos, %d steps per epoch", len(dataset),
-             loader.batch_sampler.steps_per_epoch)
+        return state["step"], state
+    return 0, None
 
-    # ---- building the network, optimiser and schedule
-    model, plain = build_network(cfg, device)
-    params = sum(p.numel() for p in plain.parameters())
-    log.info("model %s / %s / %s: %.2f M parameters", cfg.model.backbone, cfg.model.variant,
-             cfg.model.local_source, params / 1e6)
+
+def build_optimizer_and_schedule(cfg: Config, plain: nn.Module, global_batch: int
+                                 ) -> tuple[torch.optim.Optimizer, np.ndarray]:
+    """The optimiser of ``plain`` and the learning rate of every step (``train.steps`` values:
+    linear scaling by the global batch, warm-up, cosine)."""
     peak_lr = scaled_lr(cfg.optim.base_lr, global_batch)
     lrs = warmup_cosine(peak_lr, cfg.train.steps, cfg.optim.warmup_steps,
                         cfg.optim.final_lr_fraction * peak_lr)
@@ -188,33 +278,26 @@ def pretrain(cfg: Config) -> Path:
         log.info("region-only parameters (local res5 copy, region head): lr x %.4g "
                  "(optim.local_lr_scale%s)", local_scale,
                  " = auto = 1 / loss.region_weight" if not cfg.optim.local_lr_scale else "")
-    stepper = TrainStep(model, optimizer, cfg.train.precision, device.type,
-                        cfg.optim.clip_grad_norm)
+    return optimizer, lrs
 
-    # ---- resume
-    if state is not None:
-        plain.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stepper.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
 
-    def save(step: int) -> None:
-        if dist.is_main():
-            ckpt.save_checkpoint({"step": step, "model": plain.state_dict(),
-                                  "optimizer": optimizer.state_dict(),
-                                  "scaler": stepper.scaler.state_dict(), "rng": ckpt.rng_state(),
-                                  "config": json.dumps(to_dict(cfg))},
-                                 run_dir, step, cfg.train.keep_checkpoints)
-        if dist.world_size() > 1:
-            torch.distributed.barrier()
+def save_training_state(cfg: Config, run_dir: Path, step: int, plain: nn.Module,
+                        optimizer: torch.optim.Optimizer) -> None:
+    """Checkpoint of ``step`` (model, optimiser, RNG state, config) on rank 0; all ranks wait."""
+    if dist.is_main():
+        ckpt.save_checkpoint({"step": step, "model": plain.state_dict(),
+                              "optimizer": optimizer.state_dict(),
+                              "rng": ckpt.rng_state(),
+                              "config": json.dumps(to_dict(cfg))},
+                             run_dir, step, cfg.train.keep_checkpoints)
+    if dist.world_size() > 1:
+        torch.distributed.barrier()
 
-    # ---- train loop
-    logger = RunLogger(run_dir, cfg.train.steps, start_step, cfg.train.progress, dist.is_main())
-    step = train_loop(cfg, model, stepper, loader, augment, device, lrs, start_step, logger, save,
-                      dataset, UpdateMonitor(plain))
-    save(step)
 
-    # ---- export
+def export_run(cfg: Config, run_dir: Path, plain: nn.Module, step: int, global_batch: int,
+               dataset: TwoViewDataset, logger: RunLogger) -> None:
+    """Write ``backbone.safetensors`` and ``summary.json`` (with every process's weights
+    fingerprint) on rank 0."""
     fingerprints = [weights_fingerprint(plain)]
     if dist.world_size() > 1:
         fingerprints = [None] * dist.world_size()
@@ -225,21 +308,49 @@ def pretrain(cfg: Config) -> Path:
                    "weights_fingerprints": fingerprints, "bad_videos": dataset.bad_files()}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.message(f"done: {step} steps; backbone in {run_dir / 'backbone.safetensors'}")
-    logger.close()
-    return run_dir
 
 
-def train_loop(cfg: Config, model, stepper: TrainStep, loader, augment, device, lrs,
-               start_step: int, logger: RunLogger, save, dataset,
-               monitor: UpdateMonitor | None = None) -> int:
-    """Steps from start_step to cfg.train.steps; returns the step reached. On logged steps
-    ``monitor`` measures each part's relative update size."""
+# ---------------------------------------------------------------------------- train loop
+
+@dataclass
+class LoopParts:
+    """What :func:`train_loop` runs on.
+
+    Attributes:
+        model: the model to train (possibly DDP-wrapped or compiled).
+        stepper: one optimiser step over a list of micro-batches.
+        loader: micro-batches of this process from the start step on.
+        augment: photometric augmentations of views a and b (applied on ``device``).
+        device: where the batches go.
+        lrs: learning rate of every step, ``(train.steps,)``.
+        logger: metrics.jsonl / TensorBoard / progress.
+        save: writes the checkpoint of a step.
+        dataset: the data set (for its count of bad videos).
+        monitor: on logged steps, measures each part's relative update size (None: off).
+    """
+
+    model: nn.Module
+    stepper: TrainStep
+    loader: DataLoader
+    augment: tuple[PhotometricAugment, ...]
+    device: torch.device
+    lrs: np.ndarray
+    logger: RunLogger
+    save: Callable[[int], None]
+    dataset: TwoViewDataset
+    monitor: UpdateMonitor | None = None
+
+
+def train_loop(cfg: Config, parts: LoopParts, start_step: int) -> int:
+    """Steps from start_step to cfg.train.steps; returns the step reached."""
+    model, stepper, device, lrs = parts.model, parts.stepper, parts.device, parts.lrs
+    logger, monitor = parts.logger, parts.monitor
     model.train()
     accum, step, bad_in_row = cfg.optim.accumulation_steps, start_step, 0
     window: dict[str, float] = {}
     window_steps, wait, busy = 0, 0.0, 0.0
     began = time.time()
-    batches = device_batches(loader, device, augment, cfg, start_step)
+    batches = device_batches(parts.loader, device, parts.augment, cfg, start_step)
     clips_per_step = 2 * cfg.train.batch_size * accum * dist.world_size()
     while step < cfg.train.steps:
         t0 = time.time()
@@ -274,14 +385,14 @@ def train_loop(cfg: Config, model, stepper: TrainStep, loader, augment, device, 
             metrics.update(lr=float(lrs[step - 1]),
                            clips_per_s=clips_per_step * window_steps / max(wait + busy, 1e-9),
                            data_wait_share=wait / max(wait + busy, 1e-9),
-                           bad_videos=float(dataset.num_bad()))
+                           bad_videos=float(parts.dataset.num_bad()))
             if result.grad_norm is not None:
                 metrics["grad_norm"] = result.grad_norm
             metrics.update(ratios)
             logger.log(step, metrics)
             window, window_steps, wait, busy = {}, 0, 0.0, 0.0
         if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
-            save(step)
+            parts.save(step)
         limit = cfg.train.time_limit_minutes
         if limit and time.time() - began > 60 * limit:
             logger.message(f"time limit of {limit} minutes reached at step {step}")
@@ -295,53 +406,3 @@ def reduce_window(window: dict[str, float], count: int) -> dict[str, float]:
     values = torch.tensor([window[k] / max(count, 1) for k in keys], dtype=torch.float64)
     values = dist.all_reduce_sum_no_grad(values) / dist.world_size()
     return {k: float(v) for k, v in zip(keys, values, strict=True) if math.isfinite(float(v))}
-
-
-# ------------------------------------------------------------------------------ command
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", default=None,
-                        help="YAML file or preset name (demo, k400_r3d50_200k); default: demo")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help="overrides, e.g. train.steps=100 optim.base_lr=0.1")
-    parser.add_argument("--list-config", action="store_true",
-                        help="print every config key with its default and what it does, then exit")
-
-
-def print_config_keys() -> None:
-    from constcl.config import field_docs
-
-    docs = field_docs()
-    for section, values in to_dict(Config()).items():
-        for key, value in values.items():
-            name = f"{section}.{key}"
-            print(f"{name}={value!r}")
-            if name in docs:
-                print(f"    {docs[name]}")
-
-
-def resolve_config_path(name: str | None) -> Path:
-    """A YAML path, or the name of a shipped preset (default: demo)."""
-    from constcl.engine.presets import preset_path
-
-    if name is None:
-        return preset_path("demo")
-    if Path(name).is_file() or name.endswith((".yaml", ".yml")):
-        return Path(name)
-    return preset_path(name)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.list_config:
-        print_config_keys()
-        return 0
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config:  # only overrides were given
-        config, overrides = None, [config] + overrides
-    try:
-        cfg = load_config(resolve_config_path(config), overrides)
-    except (ConfigError, ValueError) as err:
-        log.error("invalid config: %s", err)
-        return 2
-    pretrain(cfg)
-    return 0

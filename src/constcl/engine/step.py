@@ -1,8 +1,9 @@
 """One optimiser step: autocast, gradient accumulation, non-finite skipping, clipping, update.
 
-One helper for every precision, so the training loop does not fork into fp16 / bf16 / fp32
-copies. A NaN or Inf loss on any process makes every process skip the step together (the check
-is an all-reduce of one flag), so DDP never waits on a missing backward.
+One helper for every precision, so the training loop does not fork into bf16 / fp32 copies
+(bf16 has fp32's exponent range, so no gradient scaler is needed). A NaN or Inf loss on any
+process makes every process skip the step together (the check is an all-reduce of one flag), so
+DDP never waits on a missing backward.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from constcl import dist
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass
@@ -31,8 +32,7 @@ class TrainStep:
     Args:
         model: the (possibly DDP-wrapped) model returning a dict with ``loss``.
         optimizer: its optimiser.
-        precision: bf16 / fp16 autocast or fp32. fp16 uses a gradient scaler (kept in
-            ``self.scaler``, saved in checkpoints); bf16 needs none.
+        precision: bf16 autocast or fp32.
         device_type: "cuda" or "cpu".
         clip_grad_norm: clip the global gradient norm to this (0: off).
     """
@@ -44,7 +44,6 @@ class TrainStep:
         self.model, self.optimizer = model, optimizer
         self.precision, self.device_type = precision, device_type
         self.clip_grad_norm = clip_grad_norm
-        self.scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
 
     def autocast(self):
         if self.precision == "fp32":
@@ -71,14 +70,12 @@ class TrainStep:
                 if not self._all_finite(out["loss"]):
                     self.optimizer.zero_grad(set_to_none=True)
                     return StepResult({k: float(v.detach()) for k, v in out.items()}, skipped=True)
-                self.scaler.scale(out["loss"] / n).backward()
+                (out["loss"] / n).backward()
             for key, value in out.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / n
         grad_norm = None
         if self.clip_grad_norm > 0:
-            self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             grad_norm = float(nn.utils.clip_grad_norm_(params, self.clip_grad_norm))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.optimizer.step()
         return StepResult(sums, skipped=False, grad_norm=grad_norm)

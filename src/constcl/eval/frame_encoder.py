@@ -29,7 +29,6 @@ natively at 8. Feature cell ``i`` is centred on input pixel ``stride * i`` for e
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 from collections.abc import Iterator
@@ -138,31 +137,6 @@ def collapse_time(module: nn.Module) -> None:
             m.padding = (0, *m.padding[1:])
 
 
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, H, W)`` RGB in [0, 255] (any dtype) -> float in [-1, 1]."""
-    return images.float() / 127.5 - 1.0
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def add_frame_encoder_arguments(parser: argparse.ArgumentParser, default_stage: str) -> None:
-    """``--stage --frame-mode --clip-len``: how images become feature maps."""
-    parser.add_argument("--stage", choices=ENCODER_STAGES, default=default_stage,
-                        help="which stage's map to use; res4 / res5 lose their stride to "
-                             "dilation so every stage but res2 (stride 4) is at stride 8")
-    parser.add_argument("--frame-mode", choices=FRAME_MODES, default="static",
-                        help="static: a frame is an endless still clip (temporal kernels "
-                             "summed, exact and cheapest); repeat: the frame repeated "
-                             "--clip-len times, middle time slice")
-    parser.add_argument("--clip-len", type=int, default=16,
-                        help="clip length for --frame-mode repeat")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch during the run (0: leave torch's default). "
-                             "Per-frame work is small; on a busy shared CPU 1 thread can be "
-                             "several times faster than 2")
-
-
 @contextlib.contextmanager
 def cpu_threads(num: int) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(num)`` (``num <= 0``: unchanged), then restore."""
@@ -173,9 +147,3 @@ def cpu_threads(num: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def frame_encoder_spec(args: argparse.Namespace) -> dict[str, object]:
-    """The frame-encoder settings of ``args`` (for results and cache keys)."""
-    return {"stage": args.stage, "frame_mode": args.frame_mode,
-            "clip_len": args.clip_len if args.frame_mode == "repeat" else None}

@@ -10,7 +10,7 @@ the result depends only on the data order, which the seed fixes).
 
 Training: SGD with momentum, no weight decay by default (CVRL's linear eval uses
 ``l2_weight_decay: 0``), a per-step learning rate with 5 % linear warm-up and cosine decay
-(``engine.schedule.warmup_cosine``). Loss: softmax cross-entropy for single-label data
+(``constcl.schedule.warmup_cosine``). Loss: softmax cross-entropy for single-label data
 (``labels`` int ``(N,)``) or sigmoid binary cross-entropy for multi-label data (``labels``
 float ``(N, C)`` of 0/1).
 """
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from constcl.engine.schedule import warmup_cosine
+from constcl.schedule import warmup_cosine
 
 __all__ = ["LinearProbe", "ProbeConfig", "fit_linear_probe", "predict"]
 

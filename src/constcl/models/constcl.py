@@ -65,21 +65,6 @@ class ConSTCL(nn.Module):
                                           decoder_units, decoder_width,
                                           use_context=variant == "constcl")
 
-    def encode(self, x: torch.Tensor, branch: str = "global") -> torch.Tensor:
-        """Unpooled features for evaluation: (B, 3, T, H, W) -> (B, C, T', H', W').
-
-        ``global`` is res5 copy 1; ``local`` is the map the region head reads (res5 copy 2 for
-        the Y shape, the shared res5, or res4).
-        """
-        if branch not in ("global", "local"):
-            raise ValueError(f"branch must be 'global' or 'local'; got {branch!r}")
-        res4 = self.backbone.forward_trunk(x)["res4"]
-        if branch == "global" or self.region_head is None:
-            if branch == "local":
-                raise ValueError("the cvrl variant has no local branch; use branch='global'")
-            return self.backbone.res5(res4)
-        return self._local_map(res4, None)
-
     def _local_map(self, res4: torch.Tensor, res5: torch.Tensor | None) -> torch.Tensor:
         if self.local_source == "y":
             return self.res5_local(res4)

@@ -1,4 +1,5 @@
-"""Binary outputs of one video: the H.264 mp4, JPEG frames and DAVIS palette PNG masks.
+"""Binary outputs of one video: the H.264 mp4 and JPEG frames (DAVIS palette PNG masks are
+``constcl.data.palette.write_palette_masks``).
 
 Everything here is deterministic for identical inputs: x264 runs single-threaded with a fixed
 preset and CRF, and the container carries no creation time, so the same frames give the same
@@ -11,9 +12,10 @@ import os
 import shutil
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
+
+from constcl.data.encode import write_video
 
 CRF = 20
 PRESET = "veryfast"
@@ -26,37 +28,9 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, gop_seconds: float = 2.0
     A key frame every ``gop_seconds`` (like typical web video), so seek-based decoding of long
     synthetic videos behaves as it does on real data.
     """
-    _, height, width, _ = frames.shape
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"crf": str(CRF), "preset": PRESET, "threads": "1"}
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.gop_size = max(1, int(round(gop_seconds * fps)))
-        for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def davis_palette() -> list[int]:
-    """The 256-colour palette of DAVIS (and PASCAL VOC) annotation PNGs, flat RGB triples.
-
-    Id 0 is black, 1 (128, 0, 0), 2 (0, 128, 0), 3 (128, 128, 0), 4 (0, 0, 128), ...
-    """
-    palette = []
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette.extend((r, g, b))
-    return palette
+    write_video(path, frames, fps=fps, gop_size=max(1, int(round(gop_seconds * fps))),
+                codec="libx264", options={"crf": str(CRF), "preset": PRESET, "threads": "1"})
 
 
 def write_jpegs(folder: Path, frames: np.ndarray, pattern: str, first: int) -> list[Path]:
@@ -68,16 +42,6 @@ def write_jpegs(folder: Path, frames: np.ndarray, pattern: str, first: int) -> l
         Image.fromarray(rgb).save(path, quality=JPEG_QUALITY)
         paths.append(path)
     return paths
-
-
-def write_masks(folder: Path, labels: np.ndarray) -> None:
-    """Write ``(T, H, W)`` uint8 instance ids as DAVIS palette PNGs ``%05d.png`` from 0."""
-    folder.mkdir(parents=True, exist_ok=True)
-    palette = davis_palette()
-    for t, label in enumerate(labels):
-        image = Image.fromarray(label, mode="P")
-        image.putpalette(palette)
-        image.save(folder / f"{t:05d}.png")
 
 
 def link_files(sources: list[Path], folder: Path, pattern: str, first: int) -> None:

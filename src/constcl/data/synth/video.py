@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from constcl.data.palette import write_palette_masks
 from constcl.data.synth import media
 from constcl.data.synth.render import render, visible_boxes
 from constcl.data.synth.scene import Scene, sample_scene
@@ -116,7 +117,7 @@ def _write_tracks(root: Path, record: VideoRecord, rgb: np.ndarray, labels: np.n
     """DAVIS-2017 frames and masks, and one OTB image folder per always-visible track."""
     vid = record.job.video_id
     jpegs = media.write_jpegs(root / "davis/JPEGImages/480p" / vid, rgb, "%05d.jpg", 0)
-    media.write_masks(root / "davis/Annotations/480p" / vid, labels)
+    write_palette_masks(root / "davis/Annotations/480p" / vid, labels)
     for track in range(1, record.pixels.shape[1] + 1):
         if (record.pixels[:, track - 1] >= MIN_VISIBLE).all():
             media.link_files(jpegs, root / "otb" / otb_name(vid, track) / "img", "%04d.jpg", 1)

@@ -29,15 +29,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from constcl.data.dataset import identity_collate
 from constcl.data.decode import VideoError, decode_frames, probe
-from constcl.eval.clips import (
+from constcl.eval.outputs import to_jsonable
+from constcl.eval.views import (
     ViewSpec,
-    clip_indices,
+    clamped_clip_indices,
     spatial_crops,
     temporal_starts,
     to_model_input,
 )
-from constcl.eval.common import to_jsonable
 
 __all__ = [
     "EncodedViews",
@@ -45,7 +46,6 @@ __all__ = [
     "cache_key",
     "cached_arrays",
     "encode_views",
-    "pooled_res5",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class MultiViewVideos(Dataset):
         try:
             length = probe(self.paths[index]).num_frames
             starts = temporal_starts(length, s.span, s.clips)
-            indices = np.concatenate([clip_indices(int(t), s.frames, s.stride, length)
+            indices = np.concatenate([clamped_clip_indices(int(t), s.frames, s.stride, length)
                                       for t in starts])
             frames = decode_frames(self.paths[index], indices, short_side=s.size)
         except VideoError as err:
@@ -121,10 +121,6 @@ class MultiViewVideos(Dataset):
         return {"views": views, "index": index, "error": ""}
 
 
-def _identity(batch: Any) -> Any:
-    return batch
-
-
 # --------------------------------------------------------------------------- encoding
 
 
@@ -132,12 +128,6 @@ class EncodedViews(dict):
     """``{"values": (M, D) float32, "video_index": (M,) int64, "failed": (F,) int64}``: one
     row per view, ordered by video index and then view index; ``failed`` lists the videos
     that could not be decoded."""
-
-
-@torch.no_grad()
-def pooled_res5(net: torch.nn.Module, clips: torch.Tensor) -> torch.Tensor:
-    """(B, 3, T, H, W) -> (B, C) globally averaged res5 features of an ``R3D``."""
-    return net.forward_features(clips)["res5"].mean(dim=(2, 3, 4))
 
 
 @torch.no_grad()
@@ -163,7 +153,7 @@ def encode_views(
         :class:`EncodedViews` (numpy arrays).
     """
     loader = DataLoader(MultiViewVideos(paths, spec), batch_size=None, num_workers=workers,
-                        collate_fn=_identity)
+                        collate_fn=identity_collate)
     rows: dict[int, list[np.ndarray]] = {}
     failed: list[int] = []
     buffer: list[tuple[int, np.ndarray]] = []

@@ -14,24 +14,21 @@ import logging
 import time
 from pathlib import Path
 
-from constcl.config import ConfigError, load_config
+from constcl.config import Config, ConfigError, load_config
+from constcl.engine.data import synthetic_world_dir
 from constcl.engine.presets import preset_path
+from constcl.engine.pretrain import pretrain
+from constcl.eval import classify
 
 log = logging.getLogger("constcl.demo")
 
 
-def _probe(checkpoint: str, world: Path, out: Path, cfg) -> dict:
+def _probe(checkpoint: str, world: Path, out: Path, cfg: Config) -> dict:
     """Linear probe of one backbone on the synthetic world; returns its results.json."""
-    from constcl.cli import main as cli_main
-
-    args = ["eval", "classify", "--checkpoint", checkpoint, "--backbone", cfg.model.backbone,
-            "--branch", "global", "--data", str(world), "--out", str(out),
-            "--frames", str(cfg.data.clip_frames), "--size", str(cfg.data.size),
-            "--clips", "2", "--crops", "1", "--epochs", "60", "--workers",
-            str(cfg.data.workers)]
-    if cli_main(args) != 0:
-        raise RuntimeError(f"linear probe failed: constcl {' '.join(args)}")
-    return json.loads((out / "results.json").read_text())
+    return classify.run(classify.Settings(
+        checkpoint=checkpoint, backbone=cfg.model.backbone, branch="global", data=world,
+        out=out, frames=cfg.data.clip_frames, size=cfg.data.size, clips=2, crops=1, epochs=60,
+        workers=cfg.data.workers))
 
 
 def verdict(pretrained: float, random_init: float, test_videos: int | None) -> str:
@@ -53,8 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from constcl.engine.pretrain import pretrain
-
     try:
         cfg = load_config(preset_path("demo"), list(args.overrides))
     except ConfigError as err:
@@ -70,10 +65,7 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"pretraining: {records[-1]['step']} steps in {minutes:.1f} min; mean loss of the "
              f"first / last 10% of logged intervals: {first:.3f} -> {last:.3f}"]
     if not args.no_probe:
-        from constcl.eval.backbone import BRANCHES  # noqa: F401  (fails early if eval is broken)
-
-        world = Path(cfg.data.synth_dir).expanduser() / f"n{cfg.data.synth_videos}-s" \
-            f"{cfg.data.synth_size}"
+        world = synthetic_world_dir(cfg.data)
         trained = _probe(str(run_dir / "backbone.safetensors"), world, run_dir / "probe", cfg)
         random = _probe("random", world, run_dir / "probe_random_init", cfg)
         ours, base = trained["metrics"]["top1"], random["metrics"]["top1"]

@@ -22,73 +22,77 @@ and ``overlays/<seq>.png`` (predicted over ground-truth masks for a few frames).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from constcl.eval.common import (
-    add_encoder_arguments,
+from constcl.data.augment import to_model_range
+from constcl.data.palette import write_palette_masks
+from constcl.eval.encoder import (
+    check_encoder_choice,
     encoder_identity,
     load_encoder,
-    prepare_out_dir,
     resolve_device,
-    write_json,
 )
-from constcl.eval.davis_data import DavisSequence, load_sequences, read_annotations, read_frames
-from constcl.eval.davis_data import write_masks as write_mask_pngs
-from constcl.eval.features import cached_arrays
+from constcl.eval.feature_cache import cached_arrays
 from constcl.eval.frame_encoder import (
     FrameEncoder,
-    add_frame_encoder_arguments,
     cpu_threads,
-    frame_encoder_spec,
     stage_stride,
-    to_model_range,
 )
 from constcl.eval.metrics.davis import VOID_LABEL, evaluate_sequence, summarize
-from constcl.eval.overlay import evenly_spaced, save_overlay_grid
-from constcl.eval.propagation import PropagationConfig, propagate_labels
+from constcl.eval.outputs import prepare_out_dir, write_json
+from constcl.eval.propagate.algorithm import PropagationConfig, propagate_labels
+from constcl.eval.propagate.data import DavisSequence, load_sequences, read_annotations, read_frames
+from constcl.eval.propagate.overlay import evenly_spaced, save_overlay_grid
+from constcl.eval.settings import FrameEncoderSettings, as_paths, check_positive
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Encoder, data, propagation and output options of ``constcl eval propagate``."""
-    add_encoder_arguments(parser)
-    parser.add_argument("--data", required=True, type=Path,
-                        help="DAVIS root (JPEGImages/, Annotations/, ImageSets/), or a "
-                             "synthetic world root holding davis/")
-    parser.add_argument("--split", default="val", help="ImageSets/<year>/<split>.txt")
-    parser.add_argument("--year", default="2017", help="ImageSets/<year>")
-    parser.add_argument("--resolution", default="480p", help="JPEGImages/<resolution>")
-    parser.add_argument("--sequences", type=int, default=None,
-                        help="evaluate only the first N sequences of the list; quick runs")
-    add_frame_encoder_arguments(parser, default_stage="res4")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames encoded at once")
-    d = PropagationConfig()
-    parser.add_argument("--temperature", type=float, default=d.temperature,
-                        help="affinity softmax temperature (CRW 0.05, VFS 0.07); lower is "
-                             "closer to nearest-neighbour copying")
-    parser.add_argument("--topk", type=int, default=d.topk, help="keys kept per query cell")
-    parser.add_argument("--context", type=int, default=d.context,
-                        help="previous frames in the queue, besides the first frame")
-    parser.add_argument("--radius", type=float, default=d.radius,
-                        help="spatial radius in feature cells for the queue's keys (CRW 12, "
-                             "VFS 24; <= 0: none); the first frame is never restricted")
-    parser.add_argument("--overlay-sequences", type=int, default=3,
-                        help="sequences that get an overlay image")
-    parser.add_argument("--overlay-frames", type=int, default=5,
-                        help="frames per overlay image, evenly spaced")
-    parser.add_argument("--no-masks", action="store_true",
-                        help="do not write the predicted palette PNGs under OUT/masks")
+@dataclass(frozen=True, kw_only=True)
+class Settings(FrameEncoderSettings):
+    """``constcl eval propagate``: semi-supervised label propagation, DAVIS-2017 J&F.
+
+    data: DAVIS root (``JPEGImages/``, ``Annotations/``, ``ImageSets/``), or a synthetic world
+        root holding ``davis/``.
+    split, year, resolution: ``ImageSets/<year>/<split>.txt`` and ``JPEGImages/<resolution>``.
+    sequences: evaluate only the first N sequences of the list; quick runs.
+    batch_size: frames encoded at once.
+    propagation: the propagation hyper-parameters (:class:`PropagationConfig`: temperature,
+        topk, context, radius).
+    overlay_sequences, overlay_frames: sequences that get an overlay image, and frames per
+        overlay image (evenly spaced).
+    write_masks: write the predicted palette PNGs under ``out/masks``.
+    """
+
+    data: str | Path
+    split: str = "val"
+    year: str = "2017"
+    resolution: str = "480p"
+    sequences: int | None = None
+    batch_size: int = 8
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    overlay_sequences: int = 3
+    overlay_frames: int = 5
+    write_masks: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        as_paths(self, "data")
+        check_positive(self, "batch_size", "overlay_frames")
+        check_positive(self, "sequences", allow_none=True)
+        if self.overlay_sequences < 0:
+            raise ValueError(f"overlay_sequences must be >= 0; got {self.overlay_sequences}")
 
 
 @torch.no_grad()
@@ -124,10 +128,10 @@ def labels_to_ids(soft: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def sequence_features(seq: DavisSequence, args: argparse.Namespace, get_encoder,
+def sequence_features(seq: DavisSequence, args: Settings, get_encoder,
                       device: torch.device) -> np.ndarray:
     """The cached ``(T, C, h, w)`` features of one sequence (encoded on a cache miss)."""
-    spec = {"task": "davis-frames", "encoder": encoder_identity(args), **frame_encoder_spec(args),
+    spec = {"task": "davis-frames", "encoder": encoder_identity(args), **args.frame_encoder_spec(),
             "sequence": str(seq.frames[0].parent.resolve()),
             "frames": [(p.name, p.stat().st_size) for p in seq.frames]}
 
@@ -157,14 +161,16 @@ def propagate_sequence(seq: DavisSequence, feats: np.ndarray, cfg: PropagationCo
     return pred, gt, palette
 
 
-def run(args: argparse.Namespace) -> int:
-    """Encode (or load cached) features, propagate, evaluate J&F, write JSON, masks, overlays."""
+def run(settings: Settings) -> dict[str, Any]:
+    """Encode (or load cached) features, propagate, evaluate J&F; write ``results.json``, masks
+    and overlays to ``settings.out``; return the ``results.json`` content."""
+    args = settings
+    check_encoder_choice(args)
     start = time.time()
     device = resolve_device(args.device)
     out = prepare_out_dir(args.out)
     sequences = load_sequences(args.data, args.split, args.year, args.resolution, args.sequences)
-    cfg = PropagationConfig(temperature=args.temperature, topk=args.topk, context=args.context,
-                            radius=args.radius)
+    cfg = args.propagation
 
     @functools.cache
     def get_encoder() -> FrameEncoder:
@@ -177,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     results = {
         "task": "propagate", "checkpoint": str(args.checkpoint), "backbone": args.backbone,
         "branch": args.branch, "data": str(args.data), "split": args.split,
-        **frame_encoder_spec(args), "stride": stage_stride(args.stage),
+        **args.frame_encoder_spec(), "stride": stage_stride(args.stage),
         "propagation": dataclasses.asdict(cfg),
         "num_sequences": len(sequences), "num_objects": len(summary.per_object),
         "metrics": summary.measures,
@@ -186,11 +192,10 @@ def run(args: argparse.Namespace) -> int:
         "seconds": time.time() - start,
     }
     write_json(out / "results.json", results)
-    _print_table(results)
-    return 0
+    return results
 
 
-def _run_sequences(sequences: list[DavisSequence], args: argparse.Namespace,
+def _run_sequences(sequences: list[DavisSequence], args: Settings,
                    cfg: PropagationConfig, get_encoder, device: torch.device, out: Path
                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Features, propagation, J / F, masks and overlays of every sequence."""
@@ -200,8 +205,8 @@ def _run_sequences(sequences: list[DavisSequence], args: argparse.Namespace,
         feats = sequence_features(seq, args, get_encoder, device)
         pred, gt, palette = propagate_sequence(seq, feats, cfg, device)
         per_seq[seq.name] = evaluate_sequence(gt, pred)
-        if not args.no_masks:
-            write_mask_pngs(out / "masks" / seq.name, pred, palette)
+        if args.write_masks:
+            write_palette_masks(out / "masks" / seq.name, pred, palette)
         if i < args.overlay_sequences:
             save_overlay_grid(out / "overlays" / f"{seq.name}.png", read_frames(seq.frames),
                               pred, gt, evenly_spaced(len(gt), args.overlay_frames), palette)
@@ -212,15 +217,3 @@ def _sequence_means(j: np.ndarray, f: np.ndarray) -> dict[str, float]:
     """Object-averaged means of one sequence's ``(objects, frames)`` J and F."""
     jm, fm = float(np.nanmean(j.mean(axis=1))), float(np.nanmean(f.mean(axis=1)))
     return {"objects": len(j), "J-Mean": jm, "F-Mean": fm, "J&F-Mean": (jm + fm) / 2}
-
-
-def _print_table(results: dict) -> None:
-    m = results["metrics"]
-    print(f"DAVIS-{results['split']}: {results['num_sequences']} sequences, "
-          f"{results['num_objects']} objects, {results['stage']} features "
-          f"(stride {results['stride']}), {results['seconds']:.1f} s")
-    print("  ".join(f"{k} {v:.3f}" for k, v in m.items()))
-    print(f"{'sequence':32s} objects  J&F-Mean  J-Mean  F-Mean")
-    for name, s in results["per_sequence"].items():
-        print(f"{name:32s} {s['objects']:7d}  {s['J&F-Mean']:8.3f}  {s['J-Mean']:6.3f}  "
-              f"{s['F-Mean']:6.3f}")

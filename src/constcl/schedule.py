@@ -1,4 +1,5 @@
-"""Per-step learning-rate schedule, precomputed as an array indexed by the global step."""
+"""Per-step learning-rate schedule, precomputed as an array indexed by the global step (used by
+pretraining and by the evaluation probes and fine-tuning)."""
 
 from __future__ import annotations
 

@@ -1,39 +1,48 @@
-"""``constcl bench``: random init vs CVRL vs region vs ConST-CL on the synthetic world, over seeds.
+"""Random init vs CVRL vs region vs ConST-CL on the synthetic world, over seeds.
 
-For every training seed and every variant (``cvrl``, ``region``, ``constcl`` by default), pretrain
-with the same budget on the synthetic world, add the random-init network drawn with the same
-seed, evaluate every encoder on both res5 branches (where it has two) with all four tasks plus
-kNN retrieval, and write:
+``constcl bench`` runs :func:`run_bench`. It drives the library end to end (``pretrain`` and
+``constcl.eval.<task>.run``), so it lives beside ``engine`` and ``eval`` rather than inside
+either. For every training seed and every variant (``cvrl``, ``region``, ``constcl`` by
+default), pretrain with the same budget on the synthetic world, add the random-init network
+drawn with the same seed, evaluate every encoder on both res5 branches (where it has two) with
+all four tasks plus kNN retrieval, and write:
 
 * ``RESULTS.md``: mean +- standard deviation over seeds of each headline number, labelled with
   the budget, the command line, the machine and the date, then every seed's numbers;
 * ``results.json``: the same numbers, machine-readable;
 * ``report.html``: the tables and every plot.
 
-The world has its own seed (``--world-seed``), independent of the training seeds, so seeds
-measure training noise on one fixed world.
+The world has its own seed (``world_seed``), independent of the training seeds, so seeds
+measure training noise on one fixed world. From Python::
+
+    from constcl.benchmark import Budget, run_bench
+    run_bench(Budget(steps=50, videos=48, seeds=(0, 1)), "bench_out")
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import logging
 import os
 import platform
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from constcl.config import load_config
+from constcl.data.synth import generate_world
+from constcl.engine.presets import preset_path
+from constcl.engine.pretrain import pretrain
+from constcl.eval import classify, detect, propagate, track
+from constcl.eval.settings import EncoderSettings
+from constcl.models.constcl import VARIANTS
+
 log = logging.getLogger("constcl.bench")
 
-VARIANTS = ("cvrl", "region", "constcl")
 TASKS = ("classify", "knn", "detect", "track", "propagate")
 # task -> [(column title, key in results.json["metrics"])]
 HEADLINES = {
@@ -44,7 +53,6 @@ HEADLINES = {
     "propagate": [("DAVIS J&F", "J&F-Mean")],
 }
 COLUMNS = [title for task in TASKS for title, _ in HEADLINES[task]]
-COMMANDS = {"knn": "classify"}  # bench task -> `constcl eval` command, where they differ
 RANDOM = "random init"
 
 
@@ -68,19 +76,8 @@ class Budget:
     extra: list[str] = field(default_factory=list)  # pretraining overrides
 
 
-def _cli(args: list[str]) -> None:
-    from constcl.cli import main
-
-    if main(args) != 0:
-        raise RuntimeError(f"command failed: constcl {' '.join(args)}")
-
-
 def pretrain_variant(variant: str, seed: int, world: Path, out: Path, b: Budget) -> Path:
     """Pretrain one variant with the demo preset and the bench budget; returns the backbone."""
-    from constcl.config import load_config
-    from constcl.engine.presets import preset_path
-    from constcl.engine.pretrain import pretrain
-
     overrides = [
         f"data.source={world / 'videos'}", f"model.variant={variant}",
         f"model.backbone={b.backbone}", f"data.clip_frames={b.frames}", f"data.size={b.size}",
@@ -93,36 +90,46 @@ def pretrain_variant(variant: str, seed: int, world: Path, out: Path, b: Budget)
     return pretrain(cfg) / "backbone.safetensors"
 
 
-def task_args(task: str, world: Path, b: Budget, folder: Path) -> list[str]:
-    """Per-task command-line arguments (data folder, small clips, few views)."""
-    clip = ["--frames", str(b.frames), "--size", str(b.size)]
-    probe = ["--epochs", "60", "--weight-decay", str(b.probe_weight_decay)]
+def task_settings(task: str, encoder: dict, world: Path, b: Budget,
+                  folder: Path) -> EncoderSettings:
+    """The settings of one task for one encoder (small clips, few views).
+
+    ``encoder`` holds the :class:`~constcl.eval.settings.EncoderSettings` fields (checkpoint,
+    backbone, branch, seed); ``folder`` is the task's output folder.
+    """
+    common = {**encoder, "out": folder}
+    clip = {"frames": b.frames, "size": b.size}
+    probe = {"epochs": 60, "weight_decay": b.probe_weight_decay}
     if task == "classify":
-        return ["--data", str(world), *clip, "--clips", "2", "--crops", "1", *probe]
-    if task == "knn":  # `eval classify --mode knn`, reusing the linear probe's feature cache
-        return ["--mode", "knn", "--data", str(world), *clip, "--clips", "2",
-                "--crops", "1", "--cache-dir", str(folder.parent / "classify" / "cache")]
+        return classify.Settings(**common, data=world, **clip, clips=2, crops=1, **probe)
+    if task == "knn":  # kNN retrieval, reusing the linear probe's feature cache
+        return classify.Settings(**common, mode="knn", data=world, **clip, clips=2, crops=1,
+                                 cache_dir=folder.parent / "classify" / "cache")
     if task == "detect":
-        return ["--data", str(world), *clip, *probe]
+        return detect.Settings(**common, data=world, **clip, **probe)
     # res5 (dilated to stride 8), so that the global and local res5 copies can differ; the
     # trackers' default res4 is shared by both branches
     if task == "track":
-        return ["--data", str(world / "otb"), "--sequences", str(b.otb_sequences),
-                "--stage", "res5"]
-    return ["--data", str(world / "davis"), "--sequences", str(b.davis_sequences),
-            "--stage", "res5"]
+        return track.Settings(**common, data=world / "otb", sequences=b.otb_sequences,
+                              stage="res5")
+    if task == "propagate":
+        return propagate.Settings(**common, data=world / "davis", sequences=b.davis_sequences,
+                                  stage="res5")
+    raise ValueError(f"task must be one of {list(TASKS)}; got {task!r}")
+
+
+RUNNERS = {"classify": classify.run, "knn": classify.run, "detect": detect.run,
+           "track": track.run, "propagate": propagate.run}
 
 
 def evaluate(name: str, checkpoint: str, branch: str, seed: int, world: Path, out: Path,
              b: Budget) -> dict[str, float | None]:
     """All tasks for one encoder and branch; returns {column title: value in [0, 1] or None}."""
     values: dict[str, float | None] = {}
+    encoder = {"checkpoint": checkpoint, "backbone": b.backbone, "branch": branch, "seed": seed}
     for task in TASKS:
         folder = out / "eval" / f"{name}-{branch}-s{seed}" / task
-        _cli(["eval", COMMANDS.get(task, task), "--checkpoint", checkpoint, "--backbone",
-              b.backbone, "--branch", branch, "--seed", str(seed), "--out", str(folder),
-              *task_args(task, world, b, folder)])
-        metrics = json.loads((folder / "results.json").read_text()).get("metrics", {})
+        metrics = RUNNERS[task](task_settings(task, encoder, world, b, folder))["metrics"]
         for title, key in HEADLINES[task]:
             value = metrics.get(key)
             values[title] = None if value is None else float(value)
@@ -148,9 +155,6 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 def demo_color_strength() -> float:
     """The demo preset's ``data.color_strength`` (what the bench uses unless told otherwise)."""
-    from constcl.config import load_config
-    from constcl.engine.presets import preset_path
-
     return load_config(preset_path("demo")).data.color_strength
 
 
@@ -212,56 +216,16 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
         f"<h2>Plots</h2>{images}</body></html>")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x.strip())
-
-
-def _variant_list(text: str) -> tuple[str, ...]:
-    names = tuple(x.strip() for x in text.split(",") if x.strip())
-    for name in names:
-        if name not in VARIANTS:
-            raise argparse.ArgumentTypeError(f"unknown variant {name!r}; allowed: {list(VARIANTS)}")
-    return names
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = Budget()
-    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="output folder")
-    parser.add_argument("--steps", type=int, default=d.steps, help="pretraining steps per run")
-    parser.add_argument("--videos", type=int, default=d.videos, help="videos in the world")
-    parser.add_argument("--backbone", default=d.backbone)
-    parser.add_argument("--frames", type=int, default=d.frames)
-    parser.add_argument("--size", type=int, default=d.size)
-    parser.add_argument("--batch", type=int, default=d.batch, help="videos per pretraining step")
-    parser.add_argument("--seeds", type=_int_list, default=d.seeds,
-                        help="training seeds, comma-separated (default 0,1,2)")
-    parser.add_argument("--world-seed", type=int, default=d.world_seed,
-                        help="the synthetic world's own seed")
-    parser.add_argument("--variants", type=_variant_list, default=d.variants,
-                        help="comma-separated subset of cvrl,region,constcl")
-    parser.add_argument("--color-strength", type=float, default=None,
-                        help="colour augmentation strength (default: the demo preset's)")
-    parser.add_argument("--probe-weight-decay", type=float, default=d.probe_weight_decay)
-    parser.add_argument("--otb-sequences", type=int, default=d.otb_sequences)
-    parser.add_argument("--davis-sequences", type=int, default=d.davis_sequences)
-    parser.add_argument("--set", dest="extra", action="append", default=[],
-                        metavar="section.key=value", help="extra pretraining override")
-    parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
-
-
-def run(args: argparse.Namespace) -> int:
-    from constcl.data.synth import generate_world
-
+def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> list[dict]:
+    """Pretrain and evaluate everything of ``b`` into ``out``; write ``RESULTS.md``,
+    ``results.json`` and ``report.html`` there (``command`` is quoted in them); return the
+    per-seed runs. Finished evaluations are kept in ``out/runs.jsonl``, so calling it again
+    with the same ``out`` continues where it stopped."""
     began = time.time()
     # evaluations decode with 2 DataLoader workers; more compute threads than free cores makes
     # PyTorch's CPU kernels many times slower
     torch.set_num_threads(max(1, (torch.get_num_threads() or 2) // 2))
-    seeds = (args.seed,) if args.seed is not None else args.seeds
-    b = Budget(args.steps, args.videos, args.backbone, args.frames, args.size, args.batch,
-               tuple(seeds), args.world_seed, tuple(args.variants), args.color_strength,
-               args.probe_weight_decay, args.otb_sequences, args.davis_sequences,
-               list(args.extra))
-    out = args.out.resolve()
+    out = Path(out).resolve()
     world = out / f"world-n{b.videos}-s{b.world_seed}"
     generate_world(world, num_videos=b.videos, seed=b.world_seed, size=128, tracks="val")
     runs: list[dict] = []
@@ -297,8 +261,5 @@ def run(args: argparse.Namespace) -> int:
     order = {name: i for i, name in enumerate((RANDOM, *VARIANTS))}
     runs.sort(key=lambda r: (order[r["encoder"]], r["branch"] != "global", r["seed"]))
     plots = sorted((out / "eval").rglob("*.png"))
-    command = "constcl bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if sys.argv[1:2] == ["bench"] else "constcl bench"
     write_results(out, runs, b, (time.time() - began) / 60, plots, command)
-    print(f"wrote {out / 'RESULTS.md'} and {out / 'report.html'}")
-    return 0
+    return runs

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from constcl.eval.bench import COLUMNS, Budget, summarise, write_results
+from constcl.benchmark import COLUMNS, Budget, summarise, write_results
 
 
 def run(encoder, branch, seed, value):
@@ -46,3 +46,28 @@ def test_results_table_and_report(tmp_path):
     assert saved["budget"]["seeds"] == [0, 1] and len(saved["runs"]) == 4
     report = (tmp_path / "report.html").read_text()
     assert "eval/x/track/success_plots.png" in report and "<table" in report
+
+
+@pytest.mark.parametrize("task", ["classify", "knn", "detect", "track", "propagate"])
+def test_every_task_gets_valid_settings_of_its_own_runner(task, tmp_path):
+    """The bench builds each task's typed settings itself (no command line in between): the
+    settings must be the runner's own class and carry the budget and the encoder."""
+    from constcl import benchmark
+    from constcl.eval import classify, detect, propagate, track
+
+    b = Budget(frames=8, size=112, otb_sequences=3, davis_sequences=2)
+    encoder = {"checkpoint": "random", "backbone": "r3d_tiny", "branch": "local", "seed": 4}
+    folder = tmp_path / "eval" / "x" / task
+    s = benchmark.task_settings(task, encoder, tmp_path / "world", b, folder)
+    module = {"classify": classify, "knn": classify, "detect": detect, "track": track,
+              "propagate": propagate}[task]
+    assert type(s) is module.Settings and benchmark.RUNNERS[task] is module.run
+    assert (s.checkpoint, s.backbone, s.branch, s.seed, s.out) == ("random", "r3d_tiny", "local",
+                                                                    4, folder)
+    if task in ("classify", "knn", "detect"):
+        assert (s.frames, s.size) == (8, 112)
+    if task == "knn":
+        assert s.mode == "knn" and s.cache_dir == tmp_path / "eval" / "x" / "classify" / "cache"
+    if task in ("track", "propagate"):
+        assert s.stage == "res5"
+        assert s.sequences == (3 if task == "track" else 2)

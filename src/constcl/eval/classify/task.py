@@ -22,128 +22,102 @@ class scores), ``confusion.png`` and ``training_curve.png`` (``linear`` / ``fine
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from constcl.eval.classify_data import LAYOUTS, VideoSplits, load_splits
-from constcl.eval.clips import ViewSpec
-from constcl.eval.common import (
-    add_encoder_arguments,
+from constcl.eval.classify.data import LAYOUTS, VideoSplits, load_splits
+from constcl.eval.classify.finetune import FineTuneConfig, run_finetune
+from constcl.eval.classify.scoring import compact_video_index, video_accuracy
+from constcl.eval.encoder import (
+    check_encoder_choice,
     encoder_identity,
-    file_digest,
     load_encoder,
-    prepare_out_dir,
+    pooled_res5,
     resolve_device,
-    write_json,
 )
-from constcl.eval.features import EncodedViews, cached_arrays, encode_views, pooled_res5
-from constcl.eval.metrics.classification import (
-    aggregate_by_video,
-    retrieval_hit_rate,
-    topk_accuracy,
-)
+from constcl.eval.feature_cache import EncodedViews, cached_arrays, encode_views
+from constcl.eval.metrics.classification import aggregate_by_video, retrieval_hit_rate
+from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, confusion_matrix, plot_confusion, plot_training_curve
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
+from constcl.eval.settings import EncoderSettings, as_paths, check_choice, check_positive
+from constcl.eval.views import ViewSpec
 
-__all__ = ["add_arguments", "run", "average_view_scores", "video_accuracy", "frozen_features"]
+__all__ = ["MODES", "Settings", "frozen_features", "run", "write_predictions"]
 
 log = logging.getLogger(__name__)
 
 MODES = ("linear", "finetune", "knn")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_encoder_arguments(parser)
-    parser.add_argument("--data", required=True, type=Path,
-                        help="data-set root or split folder: ucfTrainTestlist/, "
-                             "testTrainMulti_7030_splits/ or kinetics/{train,validate}.csv")
-    parser.add_argument("--layout", choices=LAYOUTS, default="auto",
-                        help="split-file layout (auto: UCF101, then HMDB51, then Kinetics)")
-    parser.add_argument("--split", type=int, default=1, choices=(1, 2, 3),
-                        help="official UCF101 / HMDB51 split")
-    parser.add_argument("--videos", type=Path, default=None,
-                        help="folder of the video files (default DATA/videos, DATA/UCF-101, ..)")
-    parser.add_argument("--mode", choices=MODES, default="linear",
-                        help="linear probe on frozen features, full fine-tuning, or kNN retrieval")
-    views = parser.add_argument_group("views")
-    views.add_argument("--frames", type=int, default=32, help="frames per clip")
-    views.add_argument("--stride", type=int, default=2, help="temporal stride between frames")
-    views.add_argument("--size", type=int, default=256,
-                       help="short side after resizing = side of the square crops")
-    views.add_argument("--clips", type=int, default=10, help="temporal test views per video")
-    views.add_argument("--crops", type=int, default=3, choices=(1, 3),
-                       help="spatial test views per clip (3: both ends and centre)")
-    views.add_argument("--train-clips", type=int, default=None,
-                       help="temporal views per training video for the linear probe "
-                            "(default: --clips); each view is one training sample. The cache "
-                            "holds videos x views x C floats: for Kinetics-400 with R3D-50 use "
-                            "1-2")
-    views.add_argument("--train-crops", type=int, default=1, choices=(1, 3),
-                       help="spatial views per training clip for the linear probe")
-    train = parser.add_argument_group("classifier")
-    train.add_argument("--epochs", type=int, default=100,
-                       help="probe / fine-tuning epochs (fine-tuning: try 10-50)")
-    train.add_argument("--lr", type=float, default=0.1,
-                       help="peak SGD learning rate (probe on standardised features: 0.1 is "
-                            "robust; fine-tuning: try 0.01 and lower if the loss diverges)")
-    train.add_argument("--batch-size", type=int, default=256,
-                       help="probe batch in views; fine-tuning batch in clips (try 8)")
-    train.add_argument("--weight-decay", type=float, default=0.0,
-                       help="L2 weight decay (CVRL's linear eval uses 0)")
-    parser.add_argument("--encode-batch-size", type=int, default=8,
-                        help="views per forward pass of the frozen encoder")
+@dataclass(frozen=True, kw_only=True)
+class Settings(EncoderSettings):
+    """``constcl eval classify``: action classification on frozen (or fine-tuned) features.
+
+    data: data-set root or split folder: ``ucfTrainTestlist/``, ``testTrainMulti_7030_splits/``
+        or ``kinetics/{train,validate}.csv``.
+    layout: split-file layout (``auto``: UCF101, then HMDB51, then Kinetics).
+    split: official UCF101 / HMDB51 split (1, 2 or 3).
+    videos: folder of the video files (default DATA/videos, DATA/UCF-101, ...).
+    mode: ``linear`` probe on frozen features, full ``finetune``, or ``knn`` retrieval.
+    frames, stride, size: frames per clip, temporal stride, short side = side of the square
+        crops.
+    clips, crops: temporal test views per video; spatial test views per clip (1 or 3: both
+        ends and centre).
+    train_clips, train_crops: temporal / spatial views per training video for the linear probe
+        (default: ``clips`` / 1); each view is one training sample.
+    epochs, lr, batch_size, weight_decay: the probe's (or fine-tuning's) SGD schedule; the probe
+        batch counts views, fine-tuning's clips.
+    encode_batch_size: views per forward pass of the frozen encoder.
+    """
+
+    data: str | Path
+    layout: str = "auto"
+    split: int = 1
+    videos: str | Path | None = None
+    mode: str = "linear"
+    frames: int = 32
+    stride: int = 2
+    size: int = 256
+    clips: int = 10
+    crops: int = 3
+    train_clips: int | None = None
+    train_crops: int = 1
+    epochs: int = 100
+    lr: float = 0.1
+    batch_size: int = 256
+    weight_decay: float = 0.0
+    encode_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        as_paths(self, "data", "videos")
+        check_choice("layout", self.layout, LAYOUTS)
+        check_choice("split", self.split, (1, 2, 3))
+        check_choice("mode", self.mode, MODES)
+        check_choice("crops", self.crops, (1, 3))
+        check_choice("train_crops", self.train_crops, (1, 3))
+        check_positive(self, "frames", "stride", "size", "clips", "epochs", "lr", "batch_size",
+                       "encode_batch_size")
+        check_positive(self, "train_clips", allow_none=True)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def average_view_scores(view_logits: np.ndarray, video_index: np.ndarray,
-                        num_videos: int | None = None) -> np.ndarray:
-    """Per-video scores: the softmax of every view ``(M, C)``, averaged over the views of each
-    video (``video_index (M,)``) -> ``(V, C)``."""
-    z = np.asarray(view_logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return aggregate_by_video(z / z.sum(axis=1, keepdims=True), video_index, num_videos)
-
-
-def _compact(video_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(video ids present, video_index renumbered to 0..len(present)-1)."""
-    present, compact = np.unique(video_index, return_inverse=True)
-    return present, compact
-
-
-def video_accuracy(view_logits: np.ndarray, video_index: np.ndarray,
-                   labels: np.ndarray) -> tuple[dict[int, float], np.ndarray, np.ndarray]:
-    """Top-1 / top-5 of multi-view averaged scores.
-
-    Args:
-        view_logits: ``(M, C)``; video_index: ``(M,)`` indices into ``labels`` (videos that
-            failed to decode simply have no rows); labels: ``(N,)`` class of every video.
-
-    Returns:
-        (``{1: top1, 5: top5}`` (k clamped to C), per-video scores ``(V, C)``, their labels).
-    """
-    present, compact = _compact(video_index)
-    scores = average_view_scores(view_logits, compact, len(present))
-    y = np.asarray(labels)[present]
-    ks = sorted({1, min(5, scores.shape[1])})
-    return topk_accuracy(scores, y, ks), scores, y
-
-
-# --------------------------------------------------------------------------- features
 
 
 def _data_identity(splits: VideoSplits) -> dict[str, Any]:
     return {"layout": splits.layout, "files": {str(f): file_digest(f) for f in splits.files}}
 
 
-def frozen_features(args: argparse.Namespace, splits: VideoSplits, which: str,
+def frozen_features(args: Settings, splits: VideoSplits, which: str,
                     spec: ViewSpec) -> tuple[EncodedViews, bool]:
     """Pooled res5 features of every view of the ``train`` or ``test`` videos, from the cache
     when present (the encoder is only built on a miss). Returns (features, cache hit)."""
@@ -186,7 +160,7 @@ def _labels(splits: VideoSplits, which: str) -> np.ndarray:
     return np.array([i.label for i in (splits.train if which == "train" else splits.test)])
 
 
-def _run_linear(args: argparse.Namespace, splits: VideoSplits, test_spec: ViewSpec,
+def _run_linear(args: Settings, splits: VideoSplits, test_spec: ViewSpec,
                 train_spec: ViewSpec) -> dict[str, Any]:
     train, hit_train = frozen_features(args, splits, "train", train_spec)
     test, hit_test = frozen_features(args, splits, "test", test_spec)
@@ -211,14 +185,14 @@ def _run_linear(args: argparse.Namespace, splits: VideoSplits, test_spec: ViewSp
             "feature_dim": int(x_train.shape[1])}
 
 
-def _run_knn(args: argparse.Namespace, splits: VideoSplits, spec: ViewSpec) -> dict[str, Any]:
+def _run_knn(args: Settings, splits: VideoSplits, spec: ViewSpec) -> dict[str, Any]:
     train, hit_train = frozen_features(args, splits, "train", spec)
     test, hit_test = frozen_features(args, splits, "test", spec)
     per_video = {}
     for name, enc in (("train", train), ("test", test)):
         v = enc["values"] / np.maximum(np.linalg.norm(enc["values"], axis=1, keepdims=True),
                                        1e-12)
-        present, compact = _compact(enc["video_index"])
+        present, compact = compact_video_index(enc["video_index"])
         per_video[name] = (aggregate_by_video(v, compact, len(present)),
                            _labels(splits, name)[present])
     recall = retrieval_hit_rate(*per_video["test"], *per_video["train"], ks=(1, 5, 10))
@@ -250,7 +224,11 @@ def _plots(out: Path, mode: str, result: dict[str, Any], classes: list[str]) -> 
     return ["confusion.png", "training_curve.png"]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(settings: Settings) -> dict[str, Any]:
+    """Evaluate; write ``results.json``, ``predictions.csv`` (linear / finetune) and plots to
+    ``settings.out``; return the ``results.json`` content (``result["metrics"]``)."""
+    args = settings
+    check_encoder_choice(args)
     out = prepare_out_dir(args.out)
     start = time.perf_counter()
     # ---- data
@@ -264,9 +242,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.mode == "knn":
         result = _run_knn(args, splits, test_spec)
     else:
-        from constcl.eval.finetune import run_finetune
-
-        result = run_finetune(args, splits, train_spec, test_spec)
+        cfg = FineTuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                             weight_decay=args.weight_decay, seed=args.seed,
+                             workers=args.workers, encode_batch_size=args.encode_batch_size)
+        result = run_finetune(load_encoder(args), splits, train_spec, test_spec, cfg,
+                              resolve_device(args.device))
     # ---- write
     plots = _plots(out, args.mode, result, splits.classes)
     summary = {
@@ -284,7 +264,4 @@ def run(args: argparse.Namespace) -> int:
         write_predictions(out / "predictions.csv", splits, result)
         summary["predictions"] = "predictions.csv"
     write_json(out / "results.json", summary)
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
-    print(f"classify ({args.mode}, {args.branch}) on {splits.layout} split {args.split}: "
-          f"{metrics} over {summary['videos_evaluated']['test']} test videos -> {out}")
-    return 0
+    return summary

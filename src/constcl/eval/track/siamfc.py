@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from constcl.data.augment import to_model_range
+
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 FEATURE_NORMS = ("none", "l2")
 
@@ -158,7 +160,7 @@ class SiamFCTracker:
     def _embed(self, crops: np.ndarray) -> torch.Tensor:
         """``(N, S, S, 3)`` float crops in [0, 255] -> ``(N, C, h, w)`` features."""
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
-        x = x.permute(0, 3, 1, 2).contiguous() / 127.5 - 1.0
+        x = to_model_range(x.permute(0, 3, 1, 2).contiguous())
         feats = self.features(x).float()
         return F.normalize(feats, dim=1) if self.feature_norm == "l2" else feats
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from constcl.data.synth.media import davis_palette
+from constcl.data.palette import davis_palette
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,3 @@ def read_annotations(paths: list[Path]) -> tuple[np.ndarray, list[int]]:
                 palette = im.getpalette() if im.mode == "P" else None
             out.append(np.asarray(im))
     return np.stack(out), (palette or davis_palette())
-
-
-def write_masks(folder: Path, labels: np.ndarray, palette: list[int]) -> None:
-    """``(T, H, W)`` object ids -> ``folder/00000.png`` ... palette PNGs (DAVIS results)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for t, lab in enumerate(labels):
-        im = Image.fromarray(lab.astype(np.uint8), mode="P")
-        im.putpalette(palette)
-        im.save(folder / f"{t:05d}.png")

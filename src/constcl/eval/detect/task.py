@@ -21,10 +21,10 @@ Outputs in ``--out``: ``results.json`` (mAP, per-class AP table), ``per_class_ap
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,63 +33,79 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from constcl.data.dataset import identity_collate
 from constcl.data.decode import VideoError, decode_frames, probe
-from constcl.eval import detect_data as ava
-from constcl.eval.clips import centred_indices, to_model_input
-from constcl.eval.common import (
-    add_encoder_arguments,
+from constcl.eval.detect import data as ava
+from constcl.eval.detect.roi import boxes_to_rois, detection_roi_features
+from constcl.eval.encoder import (
+    check_encoder_choice,
     encoder_identity,
-    file_digest,
     load_encoder,
-    prepare_out_dir,
     resolve_device,
-    write_json,
 )
-from constcl.eval.features import cached_arrays
+from constcl.eval.feature_cache import cached_arrays
 from constcl.eval.metrics.ava_map import AVAMapResult, ava_frame_map
+from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, plot_training_curve
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
-from constcl.eval.roi import boxes_to_rois, detection_roi_features
+from constcl.eval.settings import EncoderSettings, as_paths, check_choice, check_positive
+from constcl.eval.views import centred_indices, to_model_input
 from constcl.models.r3d import R3D
 
-__all__ = ["add_arguments", "run", "KeyFrameClips", "encode_key_frames", "detection_rows"]
+__all__ = ["BOX_SOURCES", "KeyFrameClips", "Settings", "detection_rows", "encode_key_frames", "run"]
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_encoder_arguments(parser)
-    parser.add_argument("--data", required=True, type=Path,
-                        help="AVA root holding annotations/ (or a folder holding ava/annotations/)")
-    parser.add_argument("--videos", type=Path, default=None,
-                        help="folder of the videos (default ROOT/videos, ROOT/videos_15min, "
-                             "ROOT/../videos)")
-    parser.add_argument("--boxes", choices=("gt", "detections"), default="gt",
-                        help="validation boxes: ground truth (mAP GT) or a detector's (mAP Det)")
-    parser.add_argument("--detections", type=Path, default=None,
-                        help="person-box CSV for --boxes detections "
-                             "(default annotations/ava_val_predicted_boxes.csv)")
-    parser.add_argument("--det-thresh", type=float, default=0.8,
-                        help="keep detected boxes with score >= this (SlowFast AVA configs: 0.8; "
-                             "PySlowFast default 0.9)")
-    parser.add_argument("--fps", type=float, default=None,
-                        help="frames per second for timestamp -> frame (default: the video's)")
-    parser.add_argument("--time-offset", type=float, default=0.0,
-                        help="second of the video's first frame: 0 for the synthetic world, 900 "
-                             "for PySlowFast's 15-minute AVA cuts")
-    views = parser.add_argument_group("clip")
-    views.add_argument("--frames", type=int, default=32, help="frames per clip")
-    views.add_argument("--stride", type=int, default=2, help="temporal stride between frames")
-    views.add_argument("--size", type=int, default=256,
-                       help="short side of the frames (use a multiple of 32, the res5 stride)")
-    train = parser.add_argument_group("classifier")
-    train.add_argument("--epochs", type=int, default=100, help="classifier epochs")
-    train.add_argument("--lr", type=float, default=0.1,
-                       help="peak SGD learning rate on standardised RoI features")
-    train.add_argument("--batch-size", type=int, default=256, help="classifier batch in boxes")
-    train.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
-    parser.add_argument("--encode-batch-size", type=int, default=8,
-                        help="clips per forward pass of the frozen encoder")
+BOX_SOURCES = ("gt", "detections")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(EncoderSettings):
+    """``constcl eval detect``: AVA-style frame mAP@0.5 of a linear RoI classifier.
+
+    data: AVA root holding ``annotations/`` (or a folder holding ``ava/annotations/``).
+    videos: folder of the videos (default ROOT/videos, ROOT/videos_15min, ROOT/../videos).
+    boxes: validation boxes: ``gt`` (mAP GT) or a detector's ``detections`` (mAP Det).
+    detections: person-box CSV for ``boxes="detections"`` (default
+        ``annotations/ava_val_predicted_boxes.csv``).
+    det_thresh: keep detected boxes with score >= this (SlowFast AVA configs: 0.8).
+    fps: frames per second for timestamp -> frame (default: the video's).
+    time_offset: second of the video's first frame: 0 for the synthetic world, 900 for
+        PySlowFast's 15-minute AVA cuts.
+    frames, stride, size: the clip centred on each key frame; short side of the frames (a
+        multiple of 32, the res5 stride).
+    epochs, lr, batch_size, weight_decay: the RoI classifier's SGD schedule (batch in boxes).
+    encode_batch_size: clips per forward pass of the frozen encoder.
+    """
+
+    data: str | Path
+    videos: str | Path | None = None
+    boxes: str = "gt"
+    detections: str | Path | None = None
+    det_thresh: float = 0.8
+    fps: float | None = None
+    time_offset: float = 0.0
+    frames: int = 32
+    stride: int = 2
+    size: int = 256
+    epochs: int = 100
+    lr: float = 0.1
+    batch_size: int = 256
+    weight_decay: float = 0.0
+    encode_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        as_paths(self, "data", "videos", "detections")
+        check_choice("boxes", self.boxes, BOX_SOURCES)
+        check_positive(self, "frames", "stride", "size", "epochs", "lr", "batch_size",
+                       "encode_batch_size")
+        check_positive(self, "fps", allow_none=True)
+        if not 0.0 <= self.det_thresh <= 1.0:
+            raise ValueError(f"det_thresh must be in [0, 1]; got {self.det_thresh}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
 
 
 # --------------------------------------------------------------------------- encoding
@@ -125,10 +141,6 @@ class KeyFrameClips(Dataset):
         return {"clip": clip, "index": index, "error": ""}
 
 
-def _identity(batch: Any) -> Any:
-    return batch
-
-
 @torch.no_grad()
 def encode_key_frames(net: R3D, data: KeyFrameClips, boxes: list[np.ndarray],
                       device: torch.device, batch_size: int, workers: int,
@@ -158,7 +170,7 @@ def encode_key_frames(net: R3D, data: KeyFrameClips, boxes: list[np.ndarray],
             k += hi - lo
         buffer.clear()
 
-    loader = DataLoader(data, batch_size=None, num_workers=workers, collate_fn=_identity)
+    loader = DataLoader(data, batch_size=None, num_workers=workers, collate_fn=identity_collate)
     for item in tqdm(loader, desc=desc, unit="key frame", leave=False):
         if item["error"]:
             log.warning("skipping key frame %s: %s", data.keys[item["index"]], item["error"])
@@ -170,7 +182,7 @@ def encode_key_frames(net: R3D, data: KeyFrameClips, boxes: list[np.ndarray],
     return {"features": feats, "valid": valid}
 
 
-def _features(args: argparse.Namespace, files: ava.AVAFiles, frames: ava.KeyFrames,
+def _features(args: Settings, files: ava.AVAFiles, frames: ava.KeyFrames,
               which: str, sources: list[Path]) -> tuple[dict[str, np.ndarray], bool]:
     """Cached RoI features of ``frames`` (``which`` names the box set in the cache file)."""
     key = {"kind": "roi_res5", "encoder": encoder_identity(args), "which": which,
@@ -229,18 +241,22 @@ def _per_class_plot(result: AVAMapResult, label_map: dict[int, str], path: Path,
     return table
 
 
-def _val_boxes(args: argparse.Namespace, files: ava.AVAFiles, gt_val: ava.KeyFrames,
+def _val_boxes(args: Settings, files: ava.AVAFiles, gt_val: ava.KeyFrames,
                num_classes: int) -> tuple[ava.KeyFrames, list[Path]]:
     if args.boxes == "gt":
         return gt_val, [files.val]
     if files.val_detections is None:
-        raise SystemExit("--boxes detections needs annotations/ava_val_predicted_boxes.csv or "
-                         "--detections PATH")
+        raise FileNotFoundError("boxes='detections' needs annotations/ava_val_predicted_boxes.csv "
+                                "or detections=PATH")
     return (ava.detection_key_frames(files.val_detections, args.det_thresh, num_classes),
             [files.val_detections])
 
 
-def run(args: argparse.Namespace) -> int:
+def run(settings: Settings) -> dict[str, Any]:
+    """Encode RoI features, train the classifier, write ``results.json``, ``predictions.csv``
+    and plots to ``settings.out``; return the ``results.json`` content."""
+    args = settings
+    check_encoder_choice(args)
     out = prepare_out_dir(args.out)
     start = time.perf_counter()
     # ---- annotations
@@ -294,8 +310,6 @@ def run(args: argparse.Namespace) -> int:
         "plots": ["per_class_ap.png", "training_curve.png"],
         "seconds": round(time.perf_counter() - start, 2),
     }
+    summary["num_classes"] = len(result.per_class_ap)
     write_json(out / "results.json", summary)
-    print(f"detect ({args.boxes} boxes, {args.branch}): frame mAP@0.5 {result.mean_ap:.4f} over "
-          f"{len(result.per_class_ap)} classes, {summary['boxes_encoded']['val']} val boxes "
-          f"-> {out}")
-    return 0
+    return summary

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from constcl.data.augment import to_model_range
+
 __all__ = [
     "ViewSpec",
     "centred_indices",
-    "clip_indices",
+    "clamped_clip_indices",
     "spatial_crops",
     "temporal_starts",
     "to_model_input",
@@ -70,16 +72,16 @@ def temporal_starts(num_frames: int, span: int, clips: int) -> np.ndarray:
     return (delta * np.arange(clips)) // clips
 
 
-def clip_indices(start: int, frames: int, stride: int, num_frames: int) -> np.ndarray:
-    """Frame indices ``(frames,)``: ``start + stride * k``, clamped to ``[0, num_frames - 1]``."""
+def clamped_clip_indices(start: int, frames: int, stride: int, num_frames: int) -> np.ndarray:
+    """Frame indices ``(frames,)``: ``start + stride * k``, clamped to ``[0, num_frames - 1]``
+    (a short video repeats its last frame; pretraining's ``looped_clip_indices`` wraps instead)."""
     return np.clip(start + stride * np.arange(frames), 0, num_frames - 1).astype(np.int64)
 
 
 def centred_indices(key_frame: int, frames: int, stride: int, num_frames: int) -> np.ndarray:
     """Frame indices ``(frames,)`` of a clip whose input frame ``frames // 2`` is ``key_frame``
     (the AVA convention: the key frame is the clip's centre), clamped at both ends."""
-    start = key_frame - stride * (frames // 2)
-    return np.clip(start + stride * np.arange(frames), 0, num_frames - 1).astype(np.int64)
+    return clamped_clip_indices(key_frame - stride * (frames // 2), frames, stride, num_frames)
 
 
 def spatial_crops(frames: np.ndarray, size: int, crops: int) -> np.ndarray:
@@ -107,6 +109,4 @@ def spatial_crops(frames: np.ndarray, size: int, crops: int) -> np.ndarray:
 
 def to_model_input(clips: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., T, H, W, 3)`` -> float ``(..., 3, T, H, W)`` in ``[-1, 1]``."""
-    x = torch.as_tensor(clips)
-    x = x.movedim(-1, -4).float()
-    return x / 127.5 - 1.0
+    return to_model_range(torch.as_tensor(clips).movedim(-1, -4))

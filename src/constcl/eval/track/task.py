@@ -20,56 +20,53 @@ depend on the tracker's own trajectory, so nothing can be encoded ahead of a run
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from constcl.eval.common import (
-    add_encoder_arguments,
-    load_encoder,
-    prepare_out_dir,
-    resolve_device,
-    write_json,
-)
-from constcl.eval.frame_encoder import (
-    FrameEncoder,
-    add_frame_encoder_arguments,
-    cpu_threads,
-    frame_encoder_spec,
-)
+from constcl.eval.encoder import check_encoder_choice, load_encoder, resolve_device
+from constcl.eval.frame_encoder import FrameEncoder, cpu_threads
 from constcl.eval.metrics.tracking import OPEResult, evaluate_ope, plot_ope_curves
-from constcl.eval.otb import OTBSequence, load_sequences
-from constcl.eval.siamfc import CONFIG_HELP, FEATURE_NORMS, SiamFCConfig, SiamFCTracker
+from constcl.eval.outputs import prepare_out_dir, write_json
+from constcl.eval.settings import FrameEncoderSettings, as_paths, check_choice, check_positive
+from constcl.eval.track.data import OTBSequence, load_sequences
+from constcl.eval.track.siamfc import FEATURE_NORMS, SiamFCConfig, SiamFCTracker
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Encoder, data and SiamFC options of ``constcl eval track``."""
-    add_encoder_arguments(parser)
-    parser.add_argument("--data", required=True, type=Path,
-                        help="OTB root (folders <Seq>/img + groundtruth_rect*.txt), or a "
-                             "synthetic world root holding otb/")
-    parser.add_argument("--sequences", type=int, default=None,
-                        help="evaluate only the first N targets (sorted by name); quick runs")
-    add_frame_encoder_arguments(parser, default_stage="res4")
-    parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default="none",
-                        help="none: correlate the features as they are (SiamFC); l2: unit-length "
-                             "feature per cell first (the correlation sums cosines)")
-    parser.add_argument("--center-kernel", action=argparse.BooleanOptionalAction, default=True,
-                        help="zero-mean exemplar kernel per channel, so the common component "
-                             "of frozen ReLU features does not reward busy regions")
-    defaults = SiamFCConfig()
-    for field in dataclasses.fields(SiamFCConfig):
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
-                            default=getattr(defaults, field.name),
-                            help=f"SiamFC: {CONFIG_HELP[field.name]} (default %(default)s)")
+@dataclass(frozen=True, kw_only=True)
+class Settings(FrameEncoderSettings):
+    """``constcl eval track``: SiamFC on frozen feature maps, OTB one-pass evaluation.
+
+    data: OTB root (folders ``<Seq>/img`` + ``groundtruth_rect*.txt``), or a synthetic world
+        root holding ``otb/``.
+    sequences: evaluate only the first N targets (sorted by name); quick runs.
+    feature_norm: ``none``: correlate the features as they are (SiamFC); ``l2``: unit-length
+        feature per cell first (the correlation sums cosines).
+    center_kernel: zero-mean exemplar kernel per channel, so the common component of frozen
+        ReLU features does not reward busy regions.
+    tracker: the SiamFC hyper-parameters (:class:`SiamFCConfig`).
+    """
+
+    data: str | Path
+    sequences: int | None = None
+    feature_norm: str = "none"
+    center_kernel: bool = True
+    tracker: SiamFCConfig = field(default_factory=SiamFCConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        as_paths(self, "data")
+        check_choice("feature_norm", self.feature_norm, FEATURE_NORMS)
+        check_positive(self, "sequences", allow_none=True)
 
 
 def speed_fps(times: np.ndarray) -> float:
@@ -98,15 +95,18 @@ def _scores(res: OPEResult) -> dict[str, float]:
             "success_rate": res.success_rate, "frames": res.num_frames}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the encoder, track every OTB target, evaluate OPE, write JSON and plots."""
+def run(settings: Settings) -> dict[str, Any]:
+    """Load the encoder, track every OTB target, evaluate OPE; write ``results.json``,
+    ``boxes/`` and plots to ``settings.out``; return the ``results.json`` content."""
+    args = settings
+    check_encoder_choice(args)
     start = time.time()
     device = resolve_device(args.device)
     out = prepare_out_dir(args.out)
     sequences = load_sequences(args.data, args.sequences)
     encoder = FrameEncoder(load_encoder(args), args.stage, args.frame_mode,
                            args.clip_len).to(device)
-    cfg = SiamFCConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SiamFCConfig)})
+    cfg = args.tracker
     log.info("SiamFC on %s features (stride %d), %d targets", args.stage, encoder.stride,
              len(sequences))
 
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     prec_png, succ_png = plot_ope_curves({label: avg}, out, title="OTB-2015 OPE")
     results = {
         "task": "track", "checkpoint": str(args.checkpoint), "backbone": args.backbone,
-        "branch": args.branch, "data": str(args.data), **frame_encoder_spec(args),
+        "branch": args.branch, "data": str(args.data), **args.frame_encoder_spec(),
         "stride": encoder.stride, "feature_norm": args.feature_norm,
         "center_kernel": args.center_kernel,
         "tracker": dataclasses.asdict(cfg), "num_sequences": len(sequences),
@@ -131,8 +131,4 @@ def run(args: argparse.Namespace) -> int:
         "plots": [prec_png.name, succ_png.name], "seconds": time.time() - start,
     }
     write_json(out / "results.json", results)
-    print(f"OTB OPE, {len(sequences)} targets, SiamFC on {args.stage} (stride {encoder.stride}):"
-          f" precision@20px {avg.precision_score:.3f}  success AUC {avg.success_score:.3f}  "
-          f"success rate {avg.success_rate:.3f}  {results['metrics']['fps']:.1f} fps")
-    print(f"wrote {out / 'results.json'}, {prec_png.name}, {succ_png.name}")
-    return 0
+    return results

@@ -13,9 +13,9 @@ unverified (EVALUATION.md section 1.3); the defaults are only a starting point.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,18 +25,33 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from constcl.data.augment import random_crop_flip
+from constcl.data.augment import random_crop_flip, to_model_range
 from constcl.data.decode import VideoError, decode_frames, probe
-from constcl.engine.schedule import warmup_cosine
-from constcl.eval.classify_data import VideoSplits
-from constcl.eval.clips import ViewSpec, clip_indices
-from constcl.eval.common import load_encoder, resolve_device
-from constcl.eval.features import encode_views
+from constcl.eval.classify.data import VideoSplits
+from constcl.eval.classify.scoring import video_accuracy
+from constcl.eval.feature_cache import encode_views
+from constcl.eval.views import ViewSpec, clamped_clip_indices
 from constcl.models.r3d import R3D
+from constcl.schedule import warmup_cosine
 
-__all__ = ["FineTuneNet", "RandomClipVideos", "run_finetune"]
+__all__ = ["FineTuneConfig", "FineTuneNet", "RandomClipVideos", "run_finetune"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """SGD (momentum 0.9) with a 5 % warm-up and cosine decay over ``epochs``; ``batch_size``
+    clips per step; ``workers`` decode processes; ``encode_batch_size`` test views per
+    forward pass."""
+
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    seed: int = 0
+    workers: int = 2
+    encode_batch_size: int = 8
 
 
 class FineTuneNet(nn.Module):
@@ -70,13 +85,13 @@ class RandomClipVideos(Dataset):
         try:
             length = probe(self.paths[index]).num_frames
             start = int(rng.integers(0, max(length - s.span, 0) + 1))
-            frames = decode_frames(self.paths[index], clip_indices(start, s.frames, s.stride,
-                                                                   length), short_side=s.size)
+            indices = clamped_clip_indices(start, s.frames, s.stride, length)
+            frames = decode_frames(self.paths[index], indices, short_side=s.size)
         except VideoError as err:
             log.warning("skipping undecodable video: %s", err)
             return None
         clip, _ = random_crop_flip(frames, s.size, rng)
-        return clip.float() / 127.5 - 1.0, self.labels[index]
+        return to_model_range(clip), self.labels[index]
 
 
 def _collate(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -86,7 +101,7 @@ def _collate(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
     return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch])
 
 
-def _train(model: FineTuneNet, data: RandomClipVideos, args: argparse.Namespace,
+def _train(model: FineTuneNet, data: RandomClipVideos, args: FineTuneConfig,
            device: torch.device) -> list[dict[str, float]]:
     """Fine-tune in place; returns one history row per epoch (loss, train_acc, lr)."""
     steps_per_epoch = math.ceil(len(data) / args.batch_size)
@@ -123,14 +138,13 @@ def _train(model: FineTuneNet, data: RandomClipVideos, args: argparse.Namespace,
     return history
 
 
-def run_finetune(args: argparse.Namespace, splits: VideoSplits, train_spec: ViewSpec,
-                 test_spec: ViewSpec) -> dict[str, Any]:
-    """Fine-tune on the training split, then multi-view test; same result keys as the probe."""
-    from constcl.eval.classify import video_accuracy
-
-    device = resolve_device(args.device)
+def run_finetune(backbone: R3D, splits: VideoSplits, train_spec: ViewSpec,
+                 test_spec: ViewSpec, args: FineTuneConfig, device: torch.device
+                 ) -> dict[str, Any]:
+    """Fine-tune ``backbone`` (in place) on the training split, then multi-view test; same
+    result keys as the probe."""
     torch.manual_seed(args.seed)
-    model = FineTuneNet(load_encoder(args), len(splits.classes)).to(device)
+    model = FineTuneNet(backbone, len(splits.classes)).to(device)
     train = RandomClipVideos([str(i.path) for i in splits.train],
                              [int(i.label) for i in splits.train], train_spec, args.seed)
     history = _train(model, train, args, device)

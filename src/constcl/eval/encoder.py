@@ -1,0 +1,140 @@
+"""The frozen network every evaluation reads: which checkpoint and branch, and loading it.
+
+``load_backbone`` turns a ``backbone.safetensors`` (or None for random weights) into an ``R3D``.
+Every task's settings name the network with the same four fields (:class:`EncoderChoice`:
+``checkpoint``, ``backbone``, ``branch``, ``seed``); ``load_encoder`` builds it from them and
+``encoder_identity`` is the part of a feature-cache key that names it (a content hash of the
+checkpoint file, or backbone name + seed for the random-init baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors import safe_open
+
+from constcl.eval.outputs import file_digest
+from constcl.models.r3d import R3D, build_backbone
+
+log = logging.getLogger(__name__)
+
+BRANCHES = ("global", "local")
+RANDOM_CHECKPOINT = "random"
+
+
+class EncoderChoice(Protocol):
+    """The fields of every task's settings that name the frozen network."""
+
+    checkpoint: str | Path  # backbone.safetensors, or "random" for the random-init baseline
+    backbone: str | None  # family member; read from the checkpoint's metadata when None
+    branch: str  # "global" (res5 copy 1) or "local" (copy 2)
+    seed: int  # seed of the random-init weights
+
+
+def checkpoint_path(choice: EncoderChoice) -> Path | None:
+    """The checkpoint file, or None for ``checkpoint="random"``."""
+    return None if str(choice.checkpoint) == RANDOM_CHECKPOINT else Path(choice.checkpoint)
+
+
+def check_encoder_choice(choice: EncoderChoice) -> None:
+    """Raise ``ValueError`` before any data is read if the network cannot be built."""
+    if choice.branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {list(BRANCHES)}; got {choice.branch!r}")
+    path = checkpoint_path(choice)
+    if path is None and choice.backbone is None:
+        raise ValueError("checkpoint 'random' needs a backbone name (e.g. r3d50)")
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+
+
+def load_encoder(choice: EncoderChoice) -> R3D:
+    """The frozen backbone (eval mode, so BatchNorm uses its running statistics).
+
+    A random-init network is drawn under ``torch.manual_seed(choice.seed)`` so that the same
+    seed gives the same weights and the feature cache stays valid.
+    """
+    path = checkpoint_path(choice)
+    if path is None:
+        if choice.backbone is None:
+            raise ValueError("checkpoint 'random' needs a backbone name (e.g. r3d50)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(choice.seed)
+            return load_backbone(None, choice.branch, choice.backbone)
+    return load_backbone(path, choice.branch, choice.backbone)
+
+
+def encoder_identity(choice: EncoderChoice) -> dict[str, Any]:
+    """What determines the encoder's weights, for cache keys."""
+    path = checkpoint_path(choice)
+    if path is None:
+        return {"random": choice.backbone, "seed": choice.seed, "branch": choice.branch}
+    return {"checkpoint_sha256": file_digest(path), "backbone": choice.backbone,
+            "branch": choice.branch}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_backbone(checkpoint: str | Path | None, branch: str = "global",
+                  backbone: str | None = None) -> R3D:
+    """An ``R3D`` whose res5 is the chosen copy, in eval mode.
+
+    Args:
+        checkpoint: a ``backbone.safetensors`` written by ``constcl pretrain`` (keys ``trunk.*``,
+            ``res5_global.*``, ``res5_local.*``), or None for a randomly initialised network
+            (the random-init baseline; needs ``backbone``).
+        branch: ``global`` (res5 copy 1) or ``local`` (res5 copy 2 of the Y shape; for the
+            ``shared`` variant both are the same res5).
+        backbone: family member name; read from the file's metadata when None.
+
+    Raises FileNotFoundError for a missing file and ValueError for a missing branch or keys that
+    do not fit (missing and unexpected keys are listed).
+    """
+    if branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {list(BRANCHES)}; got {branch!r}")
+    if checkpoint is None:
+        if backbone is None:
+            raise ValueError("a random-init backbone needs the backbone name (e.g. r3d50)")
+        return build_backbone(backbone).eval()
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    name = backbone or meta.get("backbone")
+    if name is None:
+        raise ValueError(f"{path} has no backbone name in its metadata; pass backbone=...")
+    res5_prefix = "res5_local." if branch == "local" else "res5_global."
+    if branch == "local" and not any(k.startswith(res5_prefix) for k in tensors):
+        if meta.get("local_source") == "shared":
+            res5_prefix = "res5_global."
+        else:
+            raise ValueError(f"{path} has no local res5 copy (variant {meta.get('variant')!r}, "
+                             f"local source {meta.get('local_source')!r}); use branch='global'")
+    state = {}
+    for key, value in tensors.items():
+        if key.startswith("trunk."):
+            state[key[len("trunk."):]] = value
+        elif key.startswith(res5_prefix):
+            state["res5." + key[len(res5_prefix):]] = value
+    net = build_backbone(name)
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{path} does not fit backbone {name!r}: missing {result.missing_keys[:5]}"
+                         f", unexpected {result.unexpected_keys[:5]}")
+    log.info("loaded %s backbone (%s branch) from %s", name, branch, path)
+    return net.eval()
+
+
+@torch.no_grad()
+def pooled_res5(net: R3D, clips: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) clips in [-1, 1] -> (B, C) globally pooled res5 features."""
+    return net.forward_features(clips)["res5"].mean(dim=(2, 3, 4))

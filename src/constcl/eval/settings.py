@@ -1,0 +1,120 @@
+"""Settings every evaluation task shares: which network, where to run, where to write.
+
+Each task (``constcl.eval.classify``, ``detect``, ``track``, ``propagate``) has one frozen
+``Settings`` dataclass that extends :class:`EncoderSettings` (and :class:`FrameEncoderSettings`
+for the per-frame tasks), and one ``run(settings) -> dict`` that returns what it writes to
+``results.json``. Fields are keyword-only, so required and optional ones can be given in any
+order::
+
+    from constcl.eval import classify
+    result = classify.run(classify.Settings(checkpoint="runs/demo/backbone.safetensors",
+                                            data="data/synth", out="eval/classify"))
+    result["metrics"]["top1"]
+
+The command line (``constcl eval TASK --flag ...``) only parses its flags into these classes;
+every flag is the field of the same name with ``-`` for ``_``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from constcl.eval.encoder import BRANCHES
+from constcl.eval.frame_encoder import ENCODER_STAGES, FRAME_MODES
+
+__all__ = ["EncoderSettings", "FrameEncoderSettings", "as_paths", "check_choice", "check_positive"]
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    """Raise ``ValueError`` naming the field and its allowed values."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+
+
+def check_positive(settings: Any, *names: str, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` if any named integer / float field is not > 0."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is None and allow_none:
+            continue
+        if not isinstance(value, int | float) or value <= 0:
+            raise ValueError(f"{name} must be positive; got {value!r}")
+
+
+def as_paths(settings: Any, *names: str) -> None:
+    """Turn str fields into ``Path`` on a frozen dataclass (None stays None)."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and not isinstance(value, Path):
+            object.__setattr__(settings, name, Path(value))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderSettings:
+    """The frozen network and the run's resources; the base of every task's settings.
+
+    checkpoint: ``backbone.safetensors`` written by ``constcl pretrain``, or ``"random"`` for the
+        random-init baseline (then ``backbone`` is required).
+    out: output folder (``results.json``, plots, feature cache).
+    backbone: backbone name (r3d50, r3d26, r3d_small, r3d_tiny); read from the checkpoint's
+        metadata when None.
+    branch: which res5 copy to evaluate: ``global`` (copy 1) or ``local`` (copy 2).
+    seed: seed of the random-init weights and of the classifier training.
+    device: ``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:1``, ...
+    workers: DataLoader worker processes that decode videos (0: in-process).
+    cache_dir: feature-cache folder (default ``out/cache``); share one between runs to reuse
+        encoded features across output folders.
+    """
+
+    checkpoint: str | Path
+    out: str | Path
+    backbone: str | None = None
+    branch: str = "global"
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    cache_dir: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        as_paths(self, "out", "cache_dir")
+        check_choice("branch", self.branch, BRANCHES)
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0; got {self.workers}")
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameEncoderSettings(EncoderSettings):
+    """How images become feature maps, for the per-frame tasks (track, propagate).
+
+    stage: which stage's map to use; res4 / res5 lose their stride to dilation so every stage
+        but res2 (stride 4) is at stride 8.
+    frame_mode: ``static``: a frame is an endless still clip (temporal kernels summed, exact and
+        cheapest); ``repeat``: the frame repeated ``clip_len`` times, middle time slice.
+    clip_len: clip length for ``frame_mode="repeat"``.
+    threads: CPU threads for torch during the run (0: leave torch's default). Per-frame work is
+        small; on a busy shared CPU 1 thread can be several times faster than 2.
+    """
+
+    stage: str = "res4"
+    frame_mode: str = "static"
+    clip_len: int = 16
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("stage", self.stage, ENCODER_STAGES)
+        check_choice("frame_mode", self.frame_mode, FRAME_MODES)
+        check_positive(self, "clip_len")
+
+    def frame_encoder_spec(self) -> dict[str, object]:
+        """The frame-encoder settings (for results and cache keys)."""
+        return {"stage": self.stage, "frame_mode": self.frame_mode,
+                "clip_len": self.clip_len if self.frame_mode == "repeat" else None}
