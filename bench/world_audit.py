@@ -68,7 +68,7 @@ def texture_descriptor(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def net_descriptor(net, x: torch.Tensor) -> torch.Tensor:
-    return net.forward_features(to_model_range(x, max_value=1.0))["res5"].mean((2, 3, 4))
+    return net(to_model_range(x, max_value=1.0))  # pooled res5
 
 
 def zscore(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
