@@ -67,6 +67,7 @@ MONITOR_UNIT = ["tests/engine/test_monitor.py::test_parts_cover_every_parameter_
 MONITOR_RUN = "tests/engine/test_monitor.py::test_every_branch_trains_in_a_small_run"
 LOOP = "tests/engine/test_loop_joints.py"
 SAMPLER_CKPT = "tests/engine/test_sampler_checkpoint.py"
+RESUME_SAFETY = "tests/engine/test_resume_safety.py"
 EXPORT = "tests/eval/test_export_branches.py"
 AUGMENT = "tests/data/test_augment.py"
 SAMPLING = "tests/data/test_sampling.py"
@@ -242,6 +243,31 @@ MUTANTS: list[Mutant] = [
            "for path in reversed(list_checkpoints(run_dir)):",
            "for path in list_checkpoints(run_dir):",
            "resume picks the oldest loadable checkpoint", [SAMPLER_CKPT]),
+    Mutant("resume-shape-fields-free", "src/constcl/config.py",
+           "    if key in RESUME_SHAPE:", "    if key in ():",
+           "a resume may change model shape fields (with permission)", [RESUME_SAFETY]),
+    Mutant("resume-allow-list-ignored", E + "resume.py",
+           'refused = {k: v for k, v in run.items() if "all" not in allowed and k not in allowed}',
+           'refused = {k: v for k, v in run.items() if "all" not in allowed}',
+           "train.resume_allow_changes accepts only 'all', not a list of fields",
+           [RESUME_SAFETY]),
+    Mutant("resume-metrics-keep-later-steps", E + "resume.py",
+           "if record_step <= step:", "if record_step <= step + 1:",
+           "metrics.jsonl keeps the line after the resumed step", [RESUME_SAFETY]),
+    Mutant("resume-optimizer-old-hparams", E + "pretrain.py",
+           "        group.update(values)", "        group.update({})",
+           "a resumed optimiser keeps the checkpoint's momentum / weight decay / lr scale",
+           [RESUME_SAFETY]),
+    Mutant("weights-check-off", E + "pretrain.py",
+           "    if bool(finite.all()):", "    if True:",
+           "NaN / Inf weights are not detected", [RESUME_SAFETY]),
+    Mutant("config-accepts-inf", "src/constcl/config.py",
+           "if isinstance(value, float) and not math.isfinite(value):",
+           "if isinstance(value, float) and math.isnan(value):",
+           "validation lets inf through (e.g. optim.base_lr=inf)", [RESUME_SAFETY]),
+    Mutant("detections-without-boxes-accepted", E + "data.py",
+           "    if with_boxes == 0:", "    if with_boxes < 0:",
+           "detections with no box file at all only warn", [RESUME_SAFETY]),
     Mutant("sampler-rank-slice", E + "sampler.py",
            "start = base + (m * self.world + self.rank) * self.batch",
            "start = base + (m + self.rank) * self.batch",

@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+from constcl.errors import EXPECTED_ERRORS, user_message
+
+log = logging.getLogger("constcl")
 
 # command name -> (module, one-line help). Sub-groups ("data") map to a dict of their own.
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
@@ -64,6 +69,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="ConST-CL video representation learning: pretrain, inspect and evaluate.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an expected error (bad input) instead of "
+                             "one line; also CONSTCL_DEBUG=1")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, spec in COMMANDS.items():
         if isinstance(spec, dict):
@@ -77,14 +85,61 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _Formatter(logging.Formatter):
+    """The usual ``time LEVEL logger: message`` lines, except a user error (a record with
+    ``user_error=True``), which is the bare line ``constcl: error: <message>``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "user_error", False):
+            return f"constcl: error: {record.getMessage()}"
+        return super().format(record)
+
+
+def report_error(message: str) -> None:
+    """Log ``message`` as the one-line ``constcl: error: ...`` (a log record, so that tests and
+    applications that capture logging see it too)."""
+    log.error("%s", message, extra={"user_error": True})
+
+
+# Run-stopping errors of the training loop whose message says it all; looked up lazily (only a
+# module that was imported can have raised them) so that this module stays light.
+_EXPECTED_RUNTIME_ERRORS = (("constcl.data.dataset", "TooManyBadVideos"),
+                            ("constcl.engine.pretrain", "TooManyBadSteps"),
+                            ("constcl.engine.pretrain", "NonFiniteWeights"))
+
+
+def _is_expected(err: BaseException) -> bool:
+    if isinstance(err, EXPECTED_ERRORS):
+        return True
+    for module, name in _EXPECTED_RUNTIME_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return False
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(args.debug) or os.environ.get("CONSTCL_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                    datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        handlers=[handler])
+    try:
+        return _dispatch(parser, args)
+    except Exception as err:
+        if not _is_expected(err) or _debug_requested(args):
+            raise
+        report_error(user_message(err))
+        return 2
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
         parser.print_help()
         return 2

@@ -8,6 +8,7 @@ and the allowed values. ``to_dict`` / ``save_config`` give the resolved config f
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -161,7 +162,23 @@ class TrainConfig:
     keep_checkpoints: int = 3
     """Newest checkpoints kept in the run folder."""
     resume: str = "auto"
-    """auto (latest checkpoint of the run folder, if any), none, or a checkpoint path."""
+    """auto (latest loadable checkpoint of the run folder; a folder without one that holds a
+    previous run's backbone.safetensors, metrics.jsonl, summary.json or checkpoints is refused),
+    none or
+    restart (start over at step 0; a previous run's outputs in the folder are first moved to
+    RUN/replaced-TIMESTAMP/), or a checkpoint path. A resume compares this config with the
+    checkpoint's: see train.resume_allow_changes."""
+    resume_allow_changes: list[str] = field(default_factory=list)
+    """Run-altering fields that may differ from the checkpoint's config on resume: a list of
+    dotted names (e.g. [train.steps, optim.base_lr]; comma-separated on the command line) or
+    'all'. Run-altering: data.* except data.workers, loss.*, optim.*, train.steps,
+    train.batch_size, train.seed, train.precision, model.zero_init_residual, model.sync_bn;
+    each allowed change is logged as a WARNING and recorded in RUN/config_history.jsonl. Shape
+    fields (model.backbone, variant, local_source, embed_dim, context_length, decoder_layers,
+    decoder_units, decoder_width) can never change on resume. All other fields (out_dir,
+    run_name, log_every, checkpoint_every, keep_checkpoints, progress, time_limit_minutes,
+    max_bad_steps, device, cpu_threads, channels_last, compile, deterministic, resume,
+    resume_allow_changes, data.workers) may always change."""
     max_bad_steps: int = 5
     """Stop after this many consecutive steps with a NaN / Inf loss (each one is skipped)."""
     time_limit_minutes: float = 0.0
@@ -202,6 +219,28 @@ NON_NEGATIVE = ("data.short_side", "data.workers", "data.color_strength", "train
                 "optim.clip_grad_norm", "optim.lars_eta", "optim.local_lr_scale",
                 "train.time_limit_minutes")
 
+# Classification of the fields for a resume (see train.resume_allow_changes): a checkpoint
+# cannot be loaded into another shape, run-altering fields need permission, the rest is free.
+RESUME_SHAPE = ("model.backbone", "model.variant", "model.local_source", "model.embed_dim",
+                "model.context_length", "model.decoder_layers", "model.decoder_units",
+                "model.decoder_width")
+RESUME_HARMLESS = ("data.workers", "train.device", "train.channels_last", "train.compile",
+                   "train.cpu_threads", "train.deterministic", "train.out_dir", "train.run_name",
+                   "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                   "train.resume", "train.resume_allow_changes", "train.max_bad_steps",
+                   "train.time_limit_minutes", "train.progress")
+
+
+def resume_kind(key: str) -> str:
+    """How a dotted config field may change on resume: "shape" (never: the checkpoint's
+    parameters would not fit), "harmless" (always) or "run" (only when listed in
+    ``train.resume_allow_changes``)."""
+    if key in RESUME_SHAPE:
+        return "shape"
+    if key in RESUME_HARMLESS:
+        return "harmless"
+    return "run"
+
 
 def _fields(obj: Any) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(obj)}
@@ -210,6 +249,15 @@ def _fields(obj: Any) -> dict[str, dataclasses.Field]:
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
     """Convert a YAML / command-line value to the field's type, or raise ConfigError."""
     kind = typing.get_origin(annotation)
+    if kind is list:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return [v.strip() for v in value]
+        raise ConfigError(f"{name}: expected a list of strings or a comma-separated string, "
+                          f"got {value!r}")
     if kind in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None or value == "null":
@@ -276,6 +324,9 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> None:
 def validate(cfg: Config) -> None:
     """Check every field; raise ConfigError naming the first bad field and the allowed values."""
     flat = {f"{s}.{k}": v for s, sec in to_dict(cfg).items() for k, v in sec.items()}
+    for key, value in flat.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number (not inf or nan)")
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
             raise ConfigError(f"{key}={flat[key]!r} is not allowed; choose one of {list(allowed)}")
@@ -300,8 +351,35 @@ def validate(cfg: Config) -> None:
     if source != "synthetic" and not Path(source).expanduser().exists():
         raise ConfigError(f"data.source={source!r} does not exist; give a folder of videos, a "
                           f"CSV, a .txt list of paths, or 'synthetic'")
+    _validate_resume_fields(cfg, flat)
     if cfg.data.region_generator == "detections" and cfg.model.variant == "cvrl":
         raise ConfigError("data.region_generator=detections is useless with model.variant=cvrl")
+
+
+RESUME_VALUES = ("auto", "none", "restart")
+
+
+def _validate_resume_fields(cfg: Config, flat: dict[str, Any]) -> None:
+    resume = cfg.train.resume
+    if resume not in RESUME_VALUES and not Path(resume).expanduser().is_file():
+        raise ConfigError(f"train.resume={resume!r} is neither one of {list(RESUME_VALUES)} nor "
+                          f"an existing checkpoint file")
+    run_fields = sorted(k for k in flat if resume_kind(k) == "run")
+    allowed = cfg.train.resume_allow_changes
+    if "all" in allowed and len(allowed) > 1:
+        raise ConfigError(f"train.resume_allow_changes={allowed!r}: give 'all' alone or a list "
+                          f"of field names")
+    for key in allowed:
+        if key == "all" or key in run_fields:
+            continue
+        if key in flat and resume_kind(key) == "shape":
+            raise ConfigError(f"train.resume_allow_changes: {key} can never change on resume (it "
+                              f"changes the parameter shapes); start a new run instead")
+        if key in flat:
+            raise ConfigError(f"train.resume_allow_changes: {key} may always change on resume; "
+                              f"leave it out")
+        raise ConfigError(f"train.resume_allow_changes: unknown field {key!r}; allowed: 'all' "
+                          f"or any of {run_fields}")
 
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:

@@ -1,8 +1,10 @@
-"""End-to-end pretraining runs in subprocesses: resume after SIGKILL, a kill during a checkpoint
-write, and torchrun with two CPU processes."""
+"""End-to-end pretraining runs in subprocesses: resume after SIGKILL at several points (the kill
+matrix), a kill during a checkpoint write, resumes that would mix runs, NaN weights, and torchrun
+with two CPU processes."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,6 +25,10 @@ def run_pretrain(overrides, fault=None, torchrun=False):
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd = launcher + ["-m", "constcl", "pretrain", "demo", *overrides]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def metric_steps(run_dir):
+    return [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def final_model(run_dir):
@@ -55,6 +61,7 @@ def test_straight_run_writes_the_run_folder(straight_run):
                 "data_wait_share", "region_pos_sim_mean", "region_neg_sim_mean"):
         assert key in lines[-1], key
     assert "global batch 4" in proc.stderr
+    assert "starting a new run" in proc.stderr
     from safetensors import safe_open
 
     with safe_open(str(run_dir / "backbone.safetensors"), "pt") as f:
@@ -64,15 +71,25 @@ def test_straight_run_writes_the_run_folder(straight_run):
     assert any(k.startswith("trunk.stem.") for k in keys)
 
 
-def test_sigkill_then_resume_equals_straight_run(world, straight_run, tmp_path):
+@pytest.mark.parametrize("fault, resumed_from", [
+    ("kill_after_checkpoint:3", 3),   # right after a checkpoint
+    ("kill_at_step:5", 3),            # between checkpoints, after step 5 was logged
+    # kill_during_checkpoint: test_kill_during_checkpoint_write_keeps_previous
+    (f"kill_during_export:{STEPS}", STEPS),  # backbone written, summary.json not yet
+])
+def test_sigkill_then_resume_equals_straight_run(world, straight_run, tmp_path, fault,
+                                                 resumed_from):
     overrides = tiny_overrides(world, tmp_path, "resumed")
-    killed = run_pretrain(overrides, fault="kill_after_checkpoint:3")
+    killed = run_pretrain(overrides, fault=fault)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "resumed")] == ["step_00000003.pt"]
+    assert not (tmp_path / "resumed" / "summary.json").exists()
     resumed = run_pretrain(overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in resumed.stderr and "step_00000003.pt" in resumed.stderr
+    assert f"resuming from step {resumed_from} (checkpoint" in resumed.stderr
+    assert f"step_{resumed_from:08d}.pt" in resumed.stderr
     assert_same_weights(final_model(tmp_path / "resumed"), final_model(straight_run[0]))
+    assert metric_steps(tmp_path / "resumed") == list(range(1, STEPS + 1))  # each step once
+    assert (tmp_path / "resumed" / "summary.json").is_file()
 
 
 def test_resume_from_a_checkpoint_with_the_old_scaler_key(world, straight_run, tmp_path):
@@ -102,6 +119,66 @@ def test_kill_during_checkpoint_write_keeps_previous(world, straight_run, tmp_pa
     assert "step_00000003.pt" in resumed.stderr
     assert not list(folder.glob(".step_*.tmp*"))
     assert_same_weights(final_model(tmp_path / "torn"), final_model(straight_run[0]))
+    assert metric_steps(tmp_path / "torn") == list(range(1, STEPS + 1))
+
+
+def copy_of(run_dir, tmp_path, name="copy"):
+    shutil.copytree(run_dir, tmp_path / name)
+    return tmp_path / name
+
+
+def test_resume_with_another_backbone_is_refused_before_writing(world, straight_run, tmp_path):
+    run_dir = copy_of(straight_run[0], tmp_path)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    proc = run_pretrain(tiny_overrides(world, tmp_path, "copy") + ["model.backbone=r3d_small"])
+    assert proc.returncode != 0
+    assert "model.backbone: 'r3d_tiny' -> 'r3d_small'" in proc.stderr, proc.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    assert not (run_dir / "config_history.jsonl").exists()
+
+
+def test_resume_with_another_batch_size_needs_permission(world, straight_run, tmp_path):
+    run_dir = copy_of(straight_run[0], tmp_path)
+    config_before = (run_dir / "config.yaml").read_bytes()
+    changed = tiny_overrides(world, tmp_path, "copy", steps=STEPS + 2) + ["train.batch_size=2"]
+    refused = run_pretrain(changed)
+    assert refused.returncode != 0
+    assert "train.batch_size: 4 -> 2" in refused.stderr and "train.steps: 6 -> 8" in refused.stderr
+    assert "train.resume_allow_changes" in refused.stderr
+    assert (run_dir / "config.yaml").read_bytes() == config_before
+
+    allowed = run_pretrain(changed + ["train.resume_allow_changes=train.batch_size,train.steps"])
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert "WARNING" in allowed.stderr and "train.batch_size 4 -> 2" in allowed.stderr
+    history = [json.loads(x) for x in (run_dir / "config_history.jsonl").read_text().splitlines()]
+    assert history == [{"step": STEPS, "changes": {"train.batch_size": [4, 2],
+                                                   "train.steps": [STEPS, STEPS + 2]}}]
+    assert metric_steps(run_dir) == list(range(1, STEPS + 3))
+    assert "batch_size: 2" in (run_dir / "config.yaml").read_text()
+
+
+def test_no_checkpoint_but_previous_outputs_refuses_to_start_over(world, straight_run, tmp_path):
+    run_dir = copy_of(straight_run[0], tmp_path)
+    shutil.rmtree(run_dir / "checkpoints")
+    refused = run_pretrain(tiny_overrides(world, tmp_path, "copy"))
+    assert refused.returncode != 0
+    assert "train.resume=restart" in refused.stderr and "metrics.jsonl" in refused.stderr
+    restarted = run_pretrain(tiny_overrides(world, tmp_path, "copy") + ["train.resume=restart"])
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "starting a new run" in restarted.stderr
+    assert metric_steps(run_dir) == list(range(1, STEPS + 1))
+    moved = list(run_dir.glob("replaced-*"))
+    assert len(moved) == 1 and (moved[0] / "backbone.safetensors").is_file()
+    assert_same_weights(final_model(run_dir), final_model(straight_run[0]))
+
+
+def test_nan_weights_stop_the_run_without_export(world, tmp_path):
+    proc = run_pretrain(tiny_overrides(world, tmp_path, "nan"), fault="corrupt_weights:4")
+    assert proc.returncode not in (0, -9)
+    assert "step 4: 1 parameter tensor(s) hold NaN/Inf" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "nan" / "backbone.safetensors").exists()
+    assert not (tmp_path / "nan" / "summary.json").exists()
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "nan")] == ["step_00000003.pt"]
 
 
 def test_torchrun_two_cpu_processes_end_identical(world, tmp_path):

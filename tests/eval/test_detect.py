@@ -114,6 +114,7 @@ def test_detect_cli_gt_boxes_and_cache(world, tmp_path, monkeypatch):
     assert math.isclose(np.mean(aps), r["metrics"]["map"])
     n_boxes = len({tuple(row[:6]) + (row[7],) for row in gt})
     assert r["boxes_encoded"]["val"] == n_boxes and r["boxes_skipped"]["val"] == 0
+    assert r["annotation_boxes_fixed"] == {"clipped": 0, "dropped": 0}
     assert len((out / "predictions.csv").read_text().splitlines()) == 8 * n_boxes
     for name in ("per_class_ap.png", "training_curve.png"):
         assert (out / name).stat().st_size > 0
@@ -138,3 +139,25 @@ def test_detect_cli_detected_boxes(world, tmp_path):
         kept = [row for row in csv.reader(f) if row and float(row[7]) >= 0.9]
     assert r["boxes"] == "detections" and r["boxes_encoded"]["val"] == len(kept)
     assert 0 <= r["metrics"]["map"] <= 1
+
+
+def test_detect_cli_fixes_and_counts_boxes_outside_the_frame(world, tmp_path, caplog):
+    """A val box past the right edge is clipped, an inverted one dropped; both are counted in
+    ``results.json`` and logged."""
+    import shutil
+
+    files = ava.find_ava_files(world)
+    ann = tmp_path / "ava" / "annotations"
+    shutil.copytree(files.train.parent, ann)
+    rows = _val_gt(world)
+    first, second = list(rows[0]), list(rows[1])
+    first[4] = "1.300"  # x2 past the right edge: clipped
+    second[2], second[4] = second[4], second[2]  # x1 > x2: dropped
+    with open(ann / "ava_val_v2.2.csv", "w", newline="") as f:
+        csv.writer(f).writerows([first, second, *rows[2:]])
+    out = tmp_path / "det"
+    assert main(["eval", "detect", *SMALL, "--data", str(tmp_path / "ava"), "--videos",
+                 str(files.videos), "--out", str(out), "--epochs", "2"]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["annotation_boxes_fixed"] == {"clipped": 1, "dropped": 1}
+    assert "clipped 1 box(es)" in caplog.text

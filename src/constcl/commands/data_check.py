@@ -1,8 +1,9 @@
 """``constcl data check PATH [--json] [--workers N]``: report which videos of a source are usable.
 
 The scan is :func:`constcl.data.check.check_source`. The exit code is 0 whenever the scan ran,
-bad files included (it is a report); 2 when PATH itself is unusable. ``--json`` prints the
-report as one JSON document.
+bad files included (it is a report); 2 when PATH itself is unusable (missing, or a folder
+without videos), reported by ``constcl.cli.main`` as one ``constcl: error: ...`` line.
+``--json`` prints the report as one JSON document.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from constcl.data.check import check_source
 
@@ -46,11 +46,7 @@ def _print_table(report: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report = check_source(args.path, workers=args.workers, root=args.root)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"constcl data check: {err}", file=sys.stderr)
-        return 2
+    report = check_source(args.path, workers=args.workers, root=args.root)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

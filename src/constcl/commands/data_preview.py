@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                               num_regions=args.num_regions, boxes_dir=args.boxes_dir,
                               every=args.every)
     except VideoError as err:
-        print(f"constcl data preview: cannot use {err.path}: {err.reason}", file=sys.stderr)
+        print(f"constcl: error: cannot use {err.path}: {err.reason}", file=sys.stderr)
         return 1
     print(f"wrote {out} (valid boxes: a {valid['a']}, b {valid['b']})")
     return 0

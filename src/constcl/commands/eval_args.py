@@ -57,10 +57,8 @@ def add_frame_encoder_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(cls: type[T], args: argparse.Namespace, **extra: Any) -> T:
     """``cls(**fields)`` with every dataclass field of ``cls`` taken from ``args`` (same name),
-    except those given in ``extra``. A bad value becomes an argparse-style error line."""
+    except those given in ``extra``. A bad value raises ``ValueError``, which ``constcl.cli.main``
+    prints as one ``constcl: error: ...`` line."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
               if f.name not in extra and hasattr(args, f.name)}
-    try:
-        return cls(**values, **extra)
-    except ValueError as err:
-        raise SystemExit(f"constcl: {err}") from None
+    return cls(**values, **extra)

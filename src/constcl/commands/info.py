@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag in ("frames", "size", "context_length"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1; "
+                             f"got {getattr(args, flag)}")
     with torch.device("meta"):
         model = build_model(args.model, variant=args.variant, local_source=args.local_source,
                             context_length=args.context_length)

@@ -11,8 +11,11 @@ import argparse
 import logging
 from pathlib import Path
 
+import yaml
+
 from constcl.config import Config, ConfigError, load_config, to_dict
 from constcl.engine.pretrain import pretrain
+from constcl.errors import ConstclError, user_message
 
 log = logging.getLogger("constcl.train")
 
@@ -57,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
     if config is not None and "=" in config:  # only overrides were given
         config, overrides = None, [config] + overrides
     try:
-        cfg = load_config(resolve_config_path(config), overrides)
+        path = resolve_config_path(config)
+        cfg = load_config(path, overrides)
+    except yaml.YAMLError as err:  # constcl.cli.main prints these as one line, exit code 2
+        raise ConstclError(f"invalid config: {path} is not valid YAML: {user_message(err)}"
+                           ) from err
     except (ConfigError, ValueError) as err:
-        log.error("invalid config: %s", err)
-        return 2
+        raise ConstclError(f"invalid config: {user_message(err)}") from err
     pretrain(cfg)
     return 0

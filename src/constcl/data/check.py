@@ -2,6 +2,8 @@
 
 Each file is opened, its header read and its first and last frames decoded (``decode.verify``),
 which catches unreadable, audio-only, zero-frame and truncated files without decoding everything.
+Folders are scanned following symbolic links; a link that loops or dangles is reported as bad
+with the reason.
 Report of :func:`check_source`: ``{"ok": <count>, "bad": [{"path", "reason"}, ...],
 "files": [per-file dicts]}``, per file ``path, ok, reason, duration, fps, width, height,
 num_frames``.
@@ -12,7 +14,7 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 
 from constcl.data.decode import VideoError, verify
-from constcl.data.sources import resolve_source
+from constcl.data.sources import VIDEO_EXTENSIONS, resolve_source
 
 __all__ = ["check_file", "check_source"]
 
@@ -50,8 +52,12 @@ def check_file(path: str) -> dict:
 
 def check_source(path: str, workers: int = 1, root: str | None = None) -> dict:
     """Scan a source; returns the JSON-ready report. Raises FileNotFoundError / ValueError
-    when the source itself is unusable."""
-    items, missing = resolve_source(path, root)
+    when the source itself is unusable (missing, unknown type, or no video in it)."""
+    skipped: list[tuple[str, str]] = []
+    items, missing = resolve_source(path, root, skipped)
+    if not items and not missing and not skipped:
+        kinds = ", ".join(VIDEO_EXTENSIONS)
+        raise ValueError(f"{path}: no videos found ({kinds}); nothing to check")
     paths = [str(item.path) for item in items]
     if workers > 1 and len(paths) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -70,6 +76,19 @@ def check_source(path: str, workers: int = 1, root: str | None = None) -> dict:
             "num_frames": None,
         }
         for m in missing
+    ]
+    files += [
+        {
+            "path": p,
+            "ok": False,
+            "reason": reason,
+            "duration": None,
+            "fps": None,
+            "width": None,
+            "height": None,
+            "num_frames": None,
+        }
+        for p, reason in skipped
     ]
     bad = [{"path": f["path"], "reason": f["reason"]} for f in files if not f["ok"]]
     return {"ok": len(files) - len(bad), "bad": bad, "files": files}

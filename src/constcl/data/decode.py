@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from constcl.errors import ConstclError
+
 __all__ = ["VideoError", "VideoInfo", "probe", "verify", "decode_frames", "decode_all"]
 
 # Indices at most this many nominal frames past the last decoded frame map to the last frame
@@ -29,10 +31,14 @@ __all__ = ["VideoError", "VideoInfo", "probe", "verify", "decode_frames", "decod
 _END_SLACK_FRAMES = 2
 
 
-class VideoError(Exception):
+class VideoError(ConstclError):
     """A video cannot be used: unreadable, no video stream, no frames, or truncated."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str | None = None) -> None:
+        if reason is None:  # one argument: the whole message (as PyTorch re-raises it)
+            super().__init__(str(path))
+            self.path, self.reason = "", str(path)
+            return
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason

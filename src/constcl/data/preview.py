@@ -123,8 +123,13 @@ def preview_video(
     """Draw the two views of ``video`` (see :func:`sample_views`) into the image ``out``.
 
     Returns the number of valid boxes per view, ``{"a": n_a, "b": n_b}``. Raises
-    :class:`VideoError` when the video cannot be used.
+    :class:`VideoError` when the video cannot be used and ValueError for a size, frame count,
+    stride, box count or ``every`` below 1.
     """
+    for name, value in (("size", size), ("frames", frames), ("stride", stride),
+                        ("num_regions", num_regions), ("every", every)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1; got {value}")
     sample, views = sample_views(video, seed=seed, size=size, frames=frames, stride=stride,
                                  regions=regions, num_regions=num_regions, boxes_dir=boxes_dir)
     out = Path(out)

@@ -12,11 +12,16 @@ as ``<boxes_dir>/<video stem>.csv`` when a boxes folder is given, else next to t
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from constcl.errors import DataFileError
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -25,6 +30,9 @@ __all__ = [
     "resolve_source",
     "find_box_file",
     "load_boxes",
+    "read_text",
+    "read_csv_rows",
+    "walk_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,13 +78,15 @@ def list_videos(
 
 
 def resolve_source(
-    source: str | Path, root: str | Path | None = None
+    source: str | Path, root: str | Path | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> tuple[list[VideoItem], list[str]]:
     """(items whose file exists, entries whose file is missing). Raises FileNotFoundError or
-    ValueError when ``source`` itself is unusable."""
+    ValueError when ``source`` itself is unusable. For a folder, symbolic links that loop or
+    dangle are appended to ``skipped`` as ``(path, reason)`` (see :func:`walk_files`)."""
     source = Path(source)
     if source.is_dir():
-        return _from_folder(source), []
+        return _from_folder(source, skipped), []
     if not source.is_file():
         raise FileNotFoundError(f"no such folder or list file: {source}")
     base = Path(root) if root is not None else source.parent
@@ -89,9 +99,71 @@ def resolve_source(
     raise ValueError(f"unknown source type {source.suffix!r}: use a folder, .csv, .txt or video")
 
 
-def _from_folder(folder: Path) -> list[VideoItem]:
+def walk_files(folder: str | Path, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Every file under ``folder`` (recursively, sorted), following symbolic links to folders.
+
+    Paths keep the link's name (a linked class folder names the class). Folders are scanned
+    breadth first and each real folder once: of two ways to reach one folder the shallower
+    (then alphabetically first) names it. A link that loops (to a folder above it, or to
+    itself) and a dangling link to a video are not followed: they are logged as warnings and
+    appended to ``skipped`` as ``(path, reason)``.
+    """
+    folder = Path(folder)
+    out: list[Path] = []
+
+    def skip(path: Path, reason: str) -> None:
+        log.warning("skipping %s: %s", path, reason)
+        if skipped is not None:
+            skipped.append((str(path), reason))
+
+    root = os.path.realpath(folder)
+    visited = {root}
+    queue: list[tuple[Path, tuple[str, ...]]] = [(folder, (root,))]
+    while queue:
+        next_level: list[tuple[Path, tuple[str, ...]]] = []
+        for directory, ancestors in queue:
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: (e.is_symlink(), e.name))
+            except OSError as err:
+                skip(directory, f"cannot list folder ({err.strerror or err})")
+                continue
+            for entry in entries:  # real folders before links: they keep their own names
+                path = directory / entry.name
+                if entry.is_symlink():
+                    try:
+                        target = os.path.realpath(path, strict=True)
+                    except OSError as err:
+                        if err.errno == errno.ELOOP:
+                            skip(path, "symbolic link loop (the link resolves to itself)")
+                        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+                            skip(path, f"dangling symbolic link to {os.readlink(path)}")
+                        continue
+                    if not os.path.isdir(target):
+                        out.append(path)
+                    elif target in ancestors:
+                        skip(path, f"symbolic link loop (points to {target}, a folder above it)")
+                    elif target in visited:
+                        log.debug("not scanning %s: its folder %s is scanned already", path,
+                                  target)
+                    else:
+                        visited.add(target)
+                        next_level.append((path, (*ancestors, target)))
+                elif entry.is_dir(follow_symlinks=False):
+                    target = os.path.realpath(path)
+                    if target not in visited:
+                        visited.add(target)
+                        next_level.append((path, (*ancestors, target)))
+                else:
+                    out.append(path)
+        queue = next_level
+    return sorted(out)
+
+
+def _from_folder(folder: Path, skipped: list[tuple[str, str]] | None = None
+                 ) -> list[VideoItem]:
     paths = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+        p for p in walk_files(folder, skipped)
+        if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
     )
     rel = [p.relative_to(folder) for p in paths]
     if not rel or any(len(r.parts) < 2 for r in rel):  # no class sub-folders
@@ -107,14 +179,49 @@ def _label_map(names: list[str]) -> dict[str, int]:
     return {name: i for i, name in enumerate(sorted(set(names)))}
 
 
+def read_text(path: str | Path) -> str:
+    """A text file's content as UTF-8; :class:`DataFileError` naming the file and line when it
+    is not UTF-8 (e.g. a list saved in Latin-1)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataFileError(path, f"not UTF-8 text (byte {err.start}: "
+                                  f"{data[err.start:err.start + 1]!r}); save it as UTF-8",
+                            line) from None
+
+
+def read_csv_rows(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """(header, [(line number, row dict), ...]) of a CSV with a header line.
+
+    Raises :class:`DataFileError` for a file that is not UTF-8, is empty, or has a header but no
+    rows. A row shorter than the header has None for its missing columns.
+    """
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    rows = []
+    for row in reader:
+        rows.append((reader.line_num, row))
+    if not reader.fieldnames:
+        raise DataFileError(path, "empty CSV file (no header line)")
+    header = list(reader.fieldnames)
+    if not rows:
+        raise DataFileError(path, f"CSV has a header ({','.join(header)}) but no rows")
+    return header, rows
+
+
 def _from_csv(path: Path, base: Path) -> tuple[list[VideoItem], list[str]]:
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = set(rows[0]) if rows else set()
+    header, numbered = read_csv_rows(path)
+    columns = set(header)
     if "youtube_id" in columns:
-        return _from_kinetics(rows, base)
+        return _from_kinetics(path, numbered, base)
     if "path" not in columns:
-        raise ValueError(f"{path}: CSV needs a 'path' or a 'youtube_id' column, has {columns}")
+        raise DataFileError(path, f"CSV needs a 'path' or a 'youtube_id' column; its header "
+                                  f"has {','.join(header)}", 1)
+    rows = [row for _, row in numbered]
+    for line, row in numbered:
+        if not (row.get("path") or "").strip():
+            raise DataFileError(path, "empty 'path' column", line)
     names = [r.get("label", "") or "" for r in rows]
     labels = _label_map([n for n in names if n])
     items, missing = [], []
@@ -128,18 +235,32 @@ def _from_csv(path: Path, base: Path) -> tuple[list[VideoItem], list[str]]:
     return items, missing
 
 
-def _from_kinetics(rows: list[dict], base: Path) -> tuple[list[VideoItem], list[str]]:
+def _seconds(path: Path, line: int, row: dict, column: str) -> int:
+    try:
+        return int(float(row[column]))
+    except (TypeError, ValueError, OverflowError):
+        raise DataFileError(path, f"{column} {row[column]!r} is not a number of seconds",
+                            line) from None
+
+
+def _from_kinetics(path: Path, numbered: list[tuple[int, dict]], base: Path
+                   ) -> tuple[list[VideoItem], list[str]]:
     """Kinetics rows; a file is found by stem ``<id>_<start:06d>_<end:06d>`` or ``<id>``
     anywhere under ``base``."""
-    by_stem = {p.stem: p for p in base.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS}
+    for line, row in numbered:
+        if not (row.get("youtube_id") or "").strip():
+            raise DataFileError(path, "empty or missing youtube_id", line)
+    by_stem = {p.stem: p for p in walk_files(base) if p.suffix.lower() in VIDEO_EXTENSIONS}
+    rows = [row for _, row in numbered]
     names = [r.get("label", "") or "" for r in rows]
     labels = {n: i for i, n in enumerate(sorted({n for n in names if n}))}
     items, missing = [], []
-    for row, name in zip(rows, names, strict=True):
+    for (line, row), name in zip(numbered, names, strict=True):
         yid = row["youtube_id"]
         stems = [yid]
         if row.get("time_start") and row.get("time_end"):
-            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+            start = _seconds(path, line, row, "time_start")
+            end = _seconds(path, line, row, "time_end")
             stems.insert(0, f"{yid}_{start:06d}_{end:06d}")
         file = next((by_stem[s] for s in stems if s in by_stem), None)
         if file is None:
@@ -151,7 +272,7 @@ def _from_kinetics(rows: list[dict], base: Path) -> tuple[list[VideoItem], list[
 
 def _from_txt(path: Path, base: Path) -> tuple[list[VideoItem], list[str]]:
     items, missing = [], []
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         parts = line.strip().rsplit(maxsplit=1)
         if not parts or parts[0].startswith("#"):
             continue
@@ -191,13 +312,21 @@ def _with_boxes(item: VideoItem, boxes_dir: str | Path | None) -> VideoItem:
 
 
 def load_boxes(path: str | Path) -> dict[int, np.ndarray]:
-    """Read a box file into {frame_index: float32 (N, 5) array of x1, y1, x2, y2, score}."""
-    with Path(path).open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not set(BOX_COLUMNS) <= set(reader.fieldnames):
-            raise ValueError(f"{path}: box file needs the header {','.join(BOX_COLUMNS)}")
-        rows: dict[int, list[list[float]]] = {}
-        for row in reader:
+    """Read a box file into {frame_index: float32 (N, 5) array of x1, y1, x2, y2, score}.
+
+    Raises :class:`DataFileError` (a ValueError) naming the file and line for a bad header or
+    value."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    if reader.fieldnames is None or not set(BOX_COLUMNS) <= set(reader.fieldnames):
+        raise DataFileError(path, f"box file needs the header {','.join(BOX_COLUMNS)}", 1)
+    rows: dict[int, list[list[float]]] = {}
+    for row in reader:
+        try:
             box = [float(row[c]) for c in BOX_COLUMNS[1:]]
-            rows.setdefault(int(row["frame_index"]), []).append(box)
+            frame = int(row["frame_index"])
+        except (TypeError, ValueError):
+            raise DataFileError(path, f"expected numbers in {','.join(BOX_COLUMNS)}, got "
+                                      f"{[row.get(c) for c in BOX_COLUMNS]}",
+                                reader.line_num) from None
+        rows.setdefault(frame, []).append(box)
     return {k: np.asarray(v, dtype=np.float32).reshape(-1, 5) for k, v in rows.items()}

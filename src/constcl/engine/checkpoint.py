@@ -24,11 +24,21 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 FAULT_ENV = "CONSTCL_FAULT"
 """Fault injection for tests: ``kill_during_checkpoint:STEP`` SIGKILLs the process half-way
-through writing the checkpoint of STEP; ``kill_after_checkpoint:STEP`` right after it is saved."""
+through writing the checkpoint of STEP; ``kill_after_checkpoint:STEP`` right after it is saved;
+``corrupt_weights:STEP`` sets a weight to NaN after the update of STEP (the train loop);
+``kill_at_step:STEP`` SIGKILLs after STEP is logged; ``kill_during_export:STEP`` after the
+backbone of the run ending at STEP is written, before ``summary.json``."""
 
 
-def _fault(kind: str, step: int) -> bool:
+def fault(kind: str, step: int) -> bool:
+    """Whether the test fault ``kind:step`` is requested (environment variable FAULT_ENV)."""
     return os.environ.get(FAULT_ENV, "") == f"{kind}:{step}"
+
+
+def kill_on_fault(kind: str, step: int) -> None:
+    """SIGKILL this process if the test fault ``kind:step`` is requested."""
+    if fault(kind, step):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -65,7 +75,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep:
     data = buffer.getbuffer()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        if _fault("kill_during_checkpoint", step):
+        if fault("kill_during_checkpoint", step):
             f.write(data[: len(data) // 2])
             f.flush()
             os.fsync(f.fileno())
@@ -80,8 +90,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep:
     for stale in path.parent.glob(".step_*.tmp*"):  # left by a crash mid-write
         if not stale.name.endswith(f".tmp{os.getpid()}"):
             stale.unlink(missing_ok=True)
-    if _fault("kill_after_checkpoint", step):
-        os.kill(os.getpid(), signal.SIGKILL)
+    kill_on_fault("kill_after_checkpoint", step)
     return path
 
 

@@ -10,10 +10,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from constcl import dist
-from constcl.config import Config, DataConfig
+from constcl.config import Config, ConfigError, DataConfig
 from constcl.data.augment import PhotometricAugment
 from constcl.data.dataset import TwoViewDataset, collate
-from constcl.data.sources import list_videos
+from constcl.data.sources import VideoItem, list_videos
 from constcl.engine.sampler import EpochIndexed, StepBatchSampler
 
 log = logging.getLogger("constcl.train")
@@ -48,11 +48,31 @@ def build_dataset(cfg: Config, bad_dir: Path | None = None) -> TwoViewDataset:
     items = list_videos(source, root=d.root or None, boxes_dir=d.boxes_dir or None)
     if not items:
         raise FileNotFoundError(f"no videos found in data.source={str(source)!r}")
+    if d.region_generator == "detections":
+        check_box_coverage(items, d.boxes_dir)
     return TwoViewDataset(items, clip_frames=d.clip_frames, frame_stride=d.frame_stride,
                           size=d.size, num_regions=d.num_regions,
                           region_generator=d.region_generator, short_side=d.short_side or None,
                           max_bad_fraction=d.max_bad_fraction, seed=cfg.train.seed,
                           bad_dir=bad_dir)
+
+
+def check_box_coverage(items: list[VideoItem], boxes_dir: str) -> None:
+    """For ``data.region_generator=detections``: raise ConfigError when no training video has
+    a box file, log a WARNING when only some have one (the others get no regions)."""
+    with_boxes = sum(item.boxes_path is not None for item in items)
+    if with_boxes == len(items):
+        return
+    where = (f"{boxes_dir}/<video stem>.csv (data.boxes_dir)" if boxes_dir
+             else "<video stem>.boxes.csv next to each video (data.boxes_dir is empty)")
+    if with_boxes == 0:
+        raise ConfigError(f"data.region_generator=detections, but 0 of {len(items)} training "
+                          f"videos have a box file; boxes are looked for in {where}. Write the "
+                          f"box files, set data.boxes_dir, or choose data.region_generator="
+                          f"random or cues")
+    log.warning("data.region_generator=detections: only %d of %d training videos have a box "
+                "file (looked for in %s); the others have no regions", with_boxes, len(items),
+                where)
 
 
 def build_loader(cfg: Config, device: torch.device, start_step: int, run_dir: Path

@@ -26,7 +26,9 @@ class RunLogger:
     """Writes ``metrics.jsonl`` and TensorBoard events under ``run_dir``; shows progress.
 
     ``progress``: "bar" (tqdm with ETA, loss and clips/s), "plain" (one line per log interval),
-    or "auto" (bar on a terminal). Disabled loggers (ranks > 0) do nothing.
+    or "auto" (bar on a terminal). Disabled loggers (ranks > 0) do nothing. ``metrics.jsonl`` is
+    appended to: on resume, the caller first drops its lines after ``start_step``
+    (``resume.truncate_metrics``); TensorBoard hides the events after ``start_step`` itself.
     """
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, progress: str = "auto",
@@ -42,7 +44,9 @@ class RunLogger:
         except ImportError:  # tensorboard is a dependency, but keep training if it is broken
             log.warning("tensorboard is not importable; writing metrics.jsonl only")
         else:
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            # a resume hides the events a killed run logged after its checkpoint
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"),
+                                        purge_step=start_step + 1 if start_step else None)
         use_bar = progress == "bar" or (progress == "auto" and sys.stderr.isatty())
         if use_bar:
             from tqdm import tqdm

@@ -29,6 +29,7 @@ from constcl.config import Config, ConfigError, save_config, to_dict
 from constcl.data.augment import PhotometricAugment
 from constcl.data.dataset import TwoViewDataset
 from constcl.engine import checkpoint as ckpt
+from constcl.engine import resume as resuming
 from constcl.engine.data import build_loader, device_batches
 from constcl.engine.export import export_backbone
 from constcl.engine.logger import RankFilter, RunLogger
@@ -43,6 +44,27 @@ log = logging.getLogger("constcl.train")
 
 class TooManyBadSteps(RuntimeError):
     """Too many consecutive steps had a NaN or Inf loss."""
+
+
+class NonFiniteWeights(RuntimeError):
+    """A parameter holds NaN or Inf; the run stops without a checkpoint or an export."""
+
+
+def check_finite_weights(model: nn.Module, step: int) -> None:
+    """Raise NonFiniteWeights naming the parameters of ``model`` that hold NaN or Inf."""
+    named = list(model.named_parameters())
+    if not named:
+        return
+    with torch.no_grad():  # one device sync for the common, all-finite case
+        finite = torch.stack([torch.isfinite(p).all() for _, p in named])
+    if bool(finite.all()):
+        return
+    bad = [name for (name, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    raise NonFiniteWeights(
+        f"step {step}: {len(bad)} parameter tensor(s) hold NaN/Inf ({shown}); stopping "
+        f"without saving or exporting (the last checkpoint is the last good state). Lower "
+        f"optim.base_lr, set optim.clip_grad_norm, or use train.precision=fp32")
 
 
 # ----------------------------------------------------------------------------------- set-up
@@ -140,7 +162,10 @@ def pretrain(cfg: Config) -> Path:
     """Run (or resume) a pretraining run; returns the run folder.
 
     Writes ``config.yaml``, ``git_sha.txt``, ``metrics.jsonl``, TensorBoard events,
-    ``checkpoints/``, ``backbone.safetensors`` and ``summary.json`` into the run folder. Under
+    ``checkpoints/``, ``backbone.safetensors``, ``summary.json`` and (after resumes with allowed
+    config changes) ``config_history.jsonl`` into the run folder. A resume that would mix two
+    runs is refused before anything is written (:func:`prepare_run_folder`); NaN / Inf weights
+    stop the run (:class:`NonFiniteWeights`) without a checkpoint or an export. Under
     torchrun it joins the process group first and, if it created the group, leaves it at the
     end.
     """
@@ -162,11 +187,11 @@ def _pretrain(cfg: Config) -> Path:
     _quiet_other_ranks()
     device = setup_device(cfg)
     seed_everything(cfg.train.seed + dist.rank(), cfg.train.deterministic)
-    run_dir = create_run_folder(cfg)
+    run_dir = run_folder(cfg)
+    start_step, state = prepare_run_folder(cfg, run_dir)  # checks the resume, then writes
     global_batch = _log_setup(cfg, device, run_dir)
 
     # ---- preparing data
-    start_step, state = resume_state(cfg, run_dir)
     loader, dataset, augment = build_loader(cfg, device, start_step, run_dir)
     log.info("data: %d videos, %d steps per epoch", len(dataset),
              loader.batch_sampler.steps_per_epoch)
@@ -182,21 +207,23 @@ def _pretrain(cfg: Config) -> Path:
     # ---- resume
     if state is not None:
         plain.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         ckpt.set_rng_state(state["rng"])  # a "scaler" entry of older checkpoints is ignored
 
     def save(step: int) -> None:
+        check_finite_weights(plain, step)  # never checkpoint broken weights
         save_training_state(cfg, run_dir, step, plain, optimizer)
 
     # ---- train loop
     logger = RunLogger(run_dir, cfg.train.steps, start_step, cfg.train.progress, dist.is_main())
     parts = LoopParts(model=model, stepper=stepper, loader=loader, augment=augment,
                       device=device, lrs=lrs, logger=logger, save=save, dataset=dataset,
-                      monitor=UpdateMonitor(plain))
+                      monitor=UpdateMonitor(plain), weights=plain)
     step = train_loop(cfg, parts, start_step)
     save(step)
 
     # ---- export
+    check_finite_weights(plain, step)
     export_run(cfg, run_dir, plain, step, global_batch, dataset, logger)
     logger.close()
     return run_dir
@@ -224,15 +251,47 @@ def setup_device(cfg: Config) -> torch.device:
     return device
 
 
-def create_run_folder(cfg: Config) -> Path:
-    """The run folder (see :func:`run_folder`); rank 0 creates it and writes ``config.yaml``
-    and ``git_sha.txt``."""
-    run_dir = run_folder(cfg)
+def prepare_run_folder(cfg: Config, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
+    """(step to start from, checkpoint to resume from or None), after the checks that keep a
+    run folder to one run; only then does rank 0 create the folder and write ``config.yaml``
+    and ``git_sha.txt``.
+
+    Nothing is written when the checks fail: a checkpoint whose config differs from ``cfg``
+    (see :func:`resume.check_resume_config`), or ``train.resume=auto`` without a loadable
+    checkpoint in a folder that holds a previous run's outputs. On resume, the allowed config
+    changes go to ``config_history.jsonl`` and ``metrics.jsonl`` loses its lines after the
+    resumed step; ``train.resume=none`` / ``restart`` move a previous run's outputs aside.
+    """
+    start_step, state, source = resume_state(cfg, run_dir)
+    changes: dict[str, Any] = {}
+    found = resuming.previous_outputs(run_dir) if state is None else []
+    if state is not None:
+        changes = resuming.check_resume_config(cfg, state, source)
+    elif cfg.train.resume == "auto":
+        blocking = resuming.previous_outputs(run_dir, resuming.BLOCKING_OUTPUTS)
+        if blocking:
+            raise resuming.refuse_to_start_over(run_dir, blocking)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
+        if found:
+            moved = resuming.move_aside(run_dir, found)
+            log.warning("train.resume=%s: moved the previous run's outputs to %s",
+                        cfg.train.resume, moved)
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "git_sha.txt").write_text(git_sha() + "\n")
-    return run_dir
+        if state is not None:
+            dropped = resuming.truncate_metrics(run_dir, start_step)
+            if dropped:
+                log.info("metrics.jsonl: dropped %d line(s) after step %d", dropped, start_step)
+            if changes:
+                resuming.append_config_history(run_dir, start_step, changes)
+    if dist.world_size() > 1:
+        torch.distributed.barrier()
+    if state is not None:
+        log.info("resuming from step %d (checkpoint %s)", start_step, source)
+    else:
+        log.info("starting a new run in %s", run_dir)
+    return start_step, state
 
 
 def _log_setup(cfg: Config, device: torch.device, run_dir: Path) -> int:
@@ -248,18 +307,18 @@ def _log_setup(cfg: Config, device: torch.device, run_dir: Path) -> int:
     return global_batch
 
 
-def resume_state(cfg: Config, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
-    """(step to start from, checkpoint to resume from or None) as ``train.resume`` says."""
+def resume_state(cfg: Config, run_dir: Path) -> tuple[int, dict[str, Any] | None, str]:
+    """(step to start from, checkpoint to resume from or None, its path or '') as
+    ``train.resume`` says."""
     if cfg.train.resume == "auto":
         found = ckpt.latest_loadable(run_dir)
         if found is None:
-            return 0, None
-        log.info("resuming from %s", found[0])
-        return found[1]["step"], found[1]
-    if cfg.train.resume != "none":
+            return 0, None, ""
+        return found[1]["step"], found[1], str(found[0])
+    if cfg.train.resume not in ("none", "restart"):
         state = ckpt.load_checkpoint(cfg.train.resume)
-        return state["step"], state
-    return 0, None
+        return state["step"], state, str(cfg.train.resume)
+    return 0, None, ""
 
 
 def build_optimizer_and_schedule(cfg: Config, plain: nn.Module, global_batch: int
@@ -279,6 +338,17 @@ def build_optimizer_and_schedule(cfg: Config, plain: nn.Module, global_batch: in
                  "(optim.local_lr_scale%s)", local_scale,
                  " = auto = 1 / loss.region_weight" if not cfg.optim.local_lr_scale else "")
     return optimizer, lrs
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Restore the optimiser's state (momentum buffers) from a checkpoint but keep the
+    hyper-parameters of its groups as this config built them (``load_state_dict`` would bring
+    back the checkpoint's lr scale, momentum and weight decay, silently undoing changes allowed
+    by ``train.resume_allow_changes``; unchanged configs give the same values)."""
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, values in zip(optimizer.param_groups, configured, strict=True):
+        group.update(values)
 
 
 def save_training_state(cfg: Config, run_dir: Path, step: int, plain: nn.Module,
@@ -304,6 +374,7 @@ def export_run(cfg: Config, run_dir: Path, plain: nn.Module, step: int, global_b
         torch.distributed.all_gather_object(fingerprints, weights_fingerprint(plain))
     if dist.is_main():
         export_backbone(plain, run_dir / "backbone.safetensors", to_dict(cfg))
+        ckpt.kill_on_fault("kill_during_export", step)
         summary = {"steps": step, "world_size": dist.world_size(), "global_batch": global_batch,
                    "weights_fingerprints": fingerprints, "bad_videos": dataset.bad_files()}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -327,6 +398,8 @@ class LoopParts:
         save: writes the checkpoint of a step.
         dataset: the data set (for its count of bad videos).
         monitor: on logged steps, measures each part's relative update size (None: off).
+        weights: the plain model, whose parameters are checked for NaN / Inf on logged steps
+            (None: off).
     """
 
     model: nn.Module
@@ -339,6 +412,7 @@ class LoopParts:
     save: Callable[[int], None]
     dataset: TwoViewDataset
     monitor: UpdateMonitor | None = None
+    weights: nn.Module | None = None
 
 
 def train_loop(cfg: Config, parts: LoopParts, start_step: int) -> int:
@@ -366,6 +440,13 @@ def train_loop(cfg: Config, parts: LoopParts, start_step: int) -> int:
         t2 = time.time()
         step += 1
         wait, busy = wait + t1 - t0, busy + t2 - t1
+        if parts.weights is not None:
+            if ckpt.fault("corrupt_weights", step):
+                first = next(parts.weights.parameters())
+                with torch.no_grad():
+                    first[(0,) * first.dim()] = float("nan")
+            if logs_now:
+                check_finite_weights(parts.weights, step)
         if result.skipped:
             bad_in_row += 1
             logger.message(f"step {step}: non-finite loss {result.metrics.get('loss')}; "
@@ -391,6 +472,7 @@ def train_loop(cfg: Config, parts: LoopParts, start_step: int) -> int:
             metrics.update(ratios)
             logger.log(step, metrics)
             window, window_steps, wait, busy = {}, 0, 0.0, 0.0
+            ckpt.kill_on_fault("kill_at_step", step)
         if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
             parts.save(step)
         limit = cfg.train.time_limit_minutes

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
+from constcl.errors import ConstclError
 from constcl.eval.outputs import file_digest
 from constcl.models.r3d import R3D, build_backbone
 
@@ -48,6 +49,20 @@ def check_encoder_choice(choice: EncoderChoice) -> None:
         raise ValueError("checkpoint 'random' needs a backbone name (e.g. r3d50)")
     if path is not None and not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path is not None:
+        _read_header(path)
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    """The checkpoint's metadata; ``ConstclError`` naming the file when it is not a readable
+    safetensors file (truncated, random bytes, a PyTorch pickle ...). Reads the header only."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except SafetensorError as err:
+        raise ConstclError(f"checkpoint {str(path)!r} is not a readable safetensors file "
+                           f"({err}); use backbone.safetensors written by `constcl pretrain`"
+                           ) from err
 
 
 def load_encoder(choice: EncoderChoice) -> R3D:
@@ -106,9 +121,13 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    _read_header(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except SafetensorError as err:
+        raise ConstclError(f"checkpoint {str(path)!r} cannot be read ({err})") from err
     name = backbone or meta.get("backbone")
     if name is None:
         raise ValueError(f"{path} has no backbone name in its metadata; pass backbone=...")
@@ -136,5 +155,6 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
 
 @torch.no_grad()
 def pooled_res5(net: R3D, clips: torch.Tensor) -> torch.Tensor:
-    """(B, 3, T, H, W) clips in [-1, 1] -> (B, C) globally pooled res5 features."""
-    return net.forward_features(clips)["res5"].mean(dim=(2, 3, 4))
+    """(B, 3, T, H, W) clips in [-1, 1] -> (B, C) globally pooled res5 features, without
+    gradient (``R3D.forward``, the one place the pooling is written)."""
+    return net(clips)

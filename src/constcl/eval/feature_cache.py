@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from constcl.data.dataset import identity_collate
 from constcl.data.decode import VideoError, decode_frames, probe
-from constcl.eval.outputs import to_jsonable
+from constcl.eval.outputs import safe_name, to_jsonable
 from constcl.eval.views import (
     ViewSpec,
     clamped_clip_indices,
@@ -71,6 +71,7 @@ def cached_arrays(
     Returns:
         (arrays, hit) where ``hit`` says whether they came from the cache.
     """
+    safe_name(name)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{name}-{cache_key(spec)}.npz"

@@ -14,9 +14,26 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_digest", "prepare_out_dir", "to_jsonable", "write_json"]
+from constcl.errors import DataFileError
+
+__all__ = ["file_digest", "prepare_out_dir", "safe_name", "to_jsonable", "write_json"]
 
 log = logging.getLogger(__name__)
+
+def safe_name(name: str, source: str | os.PathLike[str] | None = None,
+              line: int | None = None) -> str:
+    """``name`` when it can be one file or folder name under the output folder: not empty, no
+    ``/`` or ``\\``, not ``.`` or ``..``, no NUL. Otherwise :class:`DataFileError` naming
+    ``source`` and ``line`` where the name was read (ValueError when no source is given)."""
+    bad = not name or name in (".", "..") or any(c in name for c in "/\\\0")
+    if not bad:
+        return name
+    reason = (f"name {name!r} is not a plain file name (no path separators, '.' or '..'); "
+              "it would be used for output paths")
+    if source is None:
+        raise ValueError(reason)
+    raise DataFileError(source, reason, line)
+
 
 def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes (hex)."""

@@ -28,7 +28,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from constcl.data.sources import VIDEO_EXTENSIONS, VideoItem, resolve_source
+from constcl.data.sources import (
+    VIDEO_EXTENSIONS,
+    VideoItem,
+    read_text,
+    resolve_source,
+    walk_files,
+)
+from constcl.errors import DataFileError
 
 __all__ = ["LAYOUTS", "VideoSplits", "load_splits"]
 
@@ -58,7 +65,7 @@ class _VideoIndex:
     """Video files under a folder, looked up by lower-case file name, then by stem."""
 
     def __init__(self, root: Path) -> None:
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+        paths = [p for p in walk_files(root) if p.suffix.lower() in VIDEO_EXTENSIONS]
         self.by_name = {p.name.lower(): p for p in paths}
         self.by_stem = {p.stem.lower(): p for p in paths}
 
@@ -67,8 +74,28 @@ class _VideoIndex:
         return self.by_name.get(name) or self.by_stem.get(Path(name).stem)
 
 
-def _lines(path: Path) -> list[str]:
-    return [ln.strip() for ln in path.read_text().replace("\r", "").split("\n") if ln.strip()]
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-empty lines; UTF-8 (DataFileError if not)."""
+    text = read_text(path).replace("\r", "")
+    return [(i, ln.strip()) for i, ln in enumerate(text.split("\n"), start=1) if ln.strip()]
+
+
+def _class_ind(path: Path) -> dict[int, str]:
+    """``classInd.txt``: ``{1-based id: class name}``."""
+    ids: dict[int, str] = {}
+    for lineno, ln in _lines(path):
+        parts = ln.split(maxsplit=1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise DataFileError(path, f"expected '<class id> <class name>', got {ln!r}", lineno)
+        i = int(parts[0])
+        if i in ids:
+            raise DataFileError(path, f"class id {i} listed twice", lineno)
+        ids[i] = parts[1]
+    if not ids:
+        raise DataFileError(path, "no classes listed")
+    if sorted(ids) != list(range(1, len(ids) + 1)):
+        raise DataFileError(path, f"class ids must be 1..{len(ids)}; got {sorted(ids)[:5]}...")
+    return ids
 
 
 def _videos_root(data_root: Path, videos: Path | None) -> Path:
@@ -82,17 +109,26 @@ def _videos_root(data_root: Path, videos: Path | None) -> Path:
 
 def _ucf101(folder: Path, split: int, videos: Path) -> VideoSplits:
     class_ind = folder / "classInd.txt"
-    ids = {int(i): name for i, name in (ln.split(maxsplit=1) for ln in _lines(class_ind))}
+    ids = _class_ind(class_ind)
     classes = [ids[i] for i in sorted(ids)]
     by_lower = {name.lower(): i - 1 for i, name in ids.items()}
     index = _VideoIndex(videos)
     train_file, test_file = folder / f"trainlist0{split}.txt", folder / f"testlist0{split}.txt"
     out = VideoSplits("ucf101", classes, [], [], [class_ind, train_file, test_file])
     for file, target in ((train_file, out.train), (test_file, out.test)):
-        for line in _lines(file):
+        for lineno, line in _lines(file):
             parts = line.split()
             class_dir = parts[0].replace("\\", "/").split("/")[0]
-            label = int(parts[1]) - 1 if len(parts) > 1 else by_lower[class_dir.lower()]
+            if len(parts) > 1:
+                if not parts[1].isdigit() or not 1 <= int(parts[1]) <= len(classes):
+                    raise DataFileError(file, f"class id {parts[1]!r} is not one of 1.."
+                                              f"{len(classes)} of {class_ind.name}", lineno)
+                label = int(parts[1]) - 1
+            elif class_dir.lower() in by_lower:
+                label = by_lower[class_dir.lower()]
+            else:
+                raise DataFileError(file, f"class folder {class_dir!r} of {parts[0]!r} is not "
+                                          f"in {class_ind.name}", lineno)
             path = index.find(parts[0])
             if path is None:
                 out.missing += 1
@@ -108,8 +144,12 @@ def _hmdb51(folder: Path, split: int, videos: Path) -> VideoSplits:
     index = _VideoIndex(videos)
     out = VideoSplits("hmdb51", classes, [], [], files)
     for label, file in enumerate(files):
-        for line in _lines(file):
-            name, tag = line.split()[:2]
+        for lineno, line in _lines(file):
+            fields = line.split()
+            if len(fields) < 2:
+                raise DataFileError(file, f"expected '<video file> <tag 0, 1 or 2>', got "
+                                          f"{line!r}", lineno)
+            name, tag = fields[:2]
             if tag not in ("1", "2"):
                 continue
             path = index.find(name)

@@ -24,23 +24,28 @@ file's own rate.
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from constcl.data.sources import VIDEO_EXTENSIONS
+from constcl.data.sources import VIDEO_EXTENSIONS, walk_files
+from constcl.errors import DataFileError
 from constcl.eval.metrics.ava_map import (
     AVARow,
     read_ava_exclusions,
     read_ava_groundtruth_csv,
     read_ava_label_map,
+    read_text_utf8,
 )
 
-__all__ = ["AVAFiles", "KeyFrames", "find_ava_files", "groundtruth_key_frames",
-           "detection_key_frames", "timestamp_to_frame", "video_paths"]
+__all__ = ["AVAFiles", "BoxFixes", "KeyFrames", "find_ava_files", "fix_boxes",
+           "groundtruth_key_frames", "detection_key_frames", "timestamp_to_frame",
+           "video_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,52 @@ class KeyFrames:
     @property
     def num_boxes(self) -> int:
         return int(sum(len(b) for b in self.boxes))
+
+
+@dataclass
+class BoxFixes:
+    """Annotation boxes that were not inside [0, 1] x [0, 1] with x1 <= x2, y1 <= y2:
+    ``clipped`` to the frame, or ``dropped`` (inverted, empty after clipping, or not numbers)."""
+
+    clipped: int = 0
+    dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"clipped": self.clipped, "dropped": self.dropped}
+
+
+def fix_boxes(rows: list[AVARow], source: str | Path, fixes: BoxFixes) -> list[AVARow]:
+    """``rows`` with every box inside the frame: coordinates outside [0, 1] are clipped;
+    inverted boxes (``x2 < x1`` or ``y2 < y1``), boxes left empty by clipping and NaN / inf
+    coordinates are dropped. Counts go to ``fixes``; a WARNING names ``source`` and an example.
+    Rows that need no fix are returned unchanged (same objects, same order)."""
+    out: list[AVARow] = []
+    clipped, dropped = 0, 0
+    example: dict[str, AVARow] = {}
+    for row in rows:
+        x1, y1, x2, y2 = row[2:6]
+        if not all(map(math.isfinite, (x1, y1, x2, y2))) or x2 < x1 or y2 < y1:
+            dropped += 1
+            example.setdefault("dropped", row)
+            continue
+        if 0.0 <= x1 and 0.0 <= y1 and x2 <= 1.0 and y2 <= 1.0:
+            out.append(row)
+            continue
+        cx1, cy1, cx2, cy2 = (min(max(v, 0.0), 1.0) for v in (x1, y1, x2, y2))
+        if cx2 <= cx1 or cy2 <= cy1:  # entirely outside the frame
+            dropped += 1
+            example.setdefault("dropped", row)
+            continue
+        clipped += 1
+        example.setdefault("clipped", row)
+        out.append((row[0], row[1], cx1, cy1, cx2, cy2, *row[6:]))  # type: ignore[arg-type]
+    if clipped or dropped:
+        log.warning("%s: clipped %d box(es) to [0, 1] (e.g. %s) and dropped %d inverted or empty "
+                    "box(es) (e.g. %s)", source, clipped, example.get("clipped"), dropped,
+                    example.get("dropped"))
+    fixes.clipped += clipped
+    fixes.dropped += dropped
+    return out
 
 
 def find_ava_files(data: str | Path, videos: str | Path | None = None,
@@ -131,19 +182,29 @@ def groundtruth_key_frames(rows: list[AVARow], class_ids: list[int]) -> KeyFrame
     return out
 
 
-def detection_key_frames(path: Path, min_score: float, num_classes: int) -> KeyFrames:
+def detection_key_frames(path: Path, min_score: float, num_classes: int,
+                         fixes: BoxFixes | None = None) -> KeyFrames:
     """Person boxes with ``score >= min_score`` from an LFB-style CSV (8 columns, the 7th
-    empty or an action id; a box listed once per action is kept once)."""
+    empty or an action id; a box listed once per action is kept once). Boxes outside the frame
+    are fixed as by :func:`fix_boxes` (counted in ``fixes`` when given)."""
+    rows: list[AVARow] = []
+    reader = csv.reader(io.StringIO(read_text_utf8(path), newline=""))
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != 8:
+            raise DataFileError(path, f"expected 8 columns, got {row!r}", reader.line_num)
+        try:
+            score, box = float(row[7]), tuple(float(v) for v in row[2:6])
+            key = (row[0], int(row[1]))
+        except ValueError:
+            raise DataFileError(path, "expected video_id, integer timestamp, 4 box numbers, "
+                                      f"<empty>, score; got {row!r}", reader.line_num) from None
+        if score >= min_score:
+            rows.append((*key, *box, 0, score))  # type: ignore[arg-type]
     grouped: OrderedDict[Key, OrderedDict[tuple, None]] = OrderedDict()
-    with open(path, newline="") as f:
-        for i, row in enumerate(csv.reader(f)):
-            if not row:
-                continue
-            if len(row) != 8:
-                raise ValueError(f"{path}:{i + 1}: expected 8 columns, got {row!r}")
-            if float(row[7]) >= min_score:
-                box = tuple(float(v) for v in row[2:6])
-                grouped.setdefault((row[0], int(row[1])), OrderedDict())[box] = None
+    for row in fix_boxes(rows, path, fixes if fixes is not None else BoxFixes()):
+        grouped.setdefault((row[0], row[1]), OrderedDict())[tuple(row[2:6])] = None
     out = KeyFrames()
     for key, boxes in grouped.items():
         out.keys.append(key)
@@ -152,8 +213,10 @@ def detection_key_frames(path: Path, min_score: float, num_classes: int) -> KeyF
     return out
 
 
-def read_groundtruth(path: Path) -> list[AVARow]:
-    return read_ava_groundtruth_csv(path)
+def read_groundtruth(path: Path, fixes: BoxFixes | None = None) -> list[AVARow]:
+    """Ground-truth rows of ``path`` with boxes fixed as by :func:`fix_boxes`."""
+    return fix_boxes(read_ava_groundtruth_csv(path), path,
+                     fixes if fixes is not None else BoxFixes())
 
 
 def timestamp_to_frame(timestamp: int, fps: float, time_offset: float = 0.0) -> int:
@@ -163,7 +226,7 @@ def timestamp_to_frame(timestamp: int, fps: float, time_offset: float = 0.0) -> 
 
 def video_paths(folder: Path, video_ids: set[str]) -> dict[str, Path]:
     """``{video_id: file}`` for the ids that have a video (matched by file stem)."""
-    found = {p.stem: p for p in folder.rglob("*")
+    found = {p.stem: p for p in walk_files(folder)
              if p.suffix.lower() in VIDEO_EXTENSIONS and p.stem in video_ids}
     missing = sorted(video_ids - set(found))
     if missing:

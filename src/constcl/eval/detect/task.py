@@ -242,13 +242,13 @@ def _per_class_plot(result: AVAMapResult, label_map: dict[int, str], path: Path,
 
 
 def _val_boxes(args: Settings, files: ava.AVAFiles, gt_val: ava.KeyFrames,
-               num_classes: int) -> tuple[ava.KeyFrames, list[Path]]:
+               num_classes: int, fixes: ava.BoxFixes) -> tuple[ava.KeyFrames, list[Path]]:
     if args.boxes == "gt":
         return gt_val, [files.val]
     if files.val_detections is None:
         raise FileNotFoundError("boxes='detections' needs annotations/ava_val_predicted_boxes.csv "
                                 "or detections=PATH")
-    return (ava.detection_key_frames(files.val_detections, args.det_thresh, num_classes),
+    return (ava.detection_key_frames(files.val_detections, args.det_thresh, num_classes, fixes),
             [files.val_detections])
 
 
@@ -263,10 +263,11 @@ def run(settings: Settings) -> dict[str, Any]:
     files = ava.find_ava_files(args.data, args.videos, args.detections)
     label_map = ava.load_label_map(files)
     class_ids = list(label_map)
-    gt_val_rows = ava.read_groundtruth(files.val)
-    train = ava.groundtruth_key_frames(ava.read_groundtruth(files.train), class_ids)
+    fixes = ava.BoxFixes()  # boxes outside the frame or inverted: clipped / dropped, counted
+    gt_val_rows = ava.read_groundtruth(files.val, fixes)
+    train = ava.groundtruth_key_frames(ava.read_groundtruth(files.train, fixes), class_ids)
     val = ava.groundtruth_key_frames(gt_val_rows, class_ids)
-    val_boxes, val_sources = _val_boxes(args, files, val, len(class_ids))
+    val_boxes, val_sources = _val_boxes(args, files, val, len(class_ids), fixes)
     excluded = ava.load_exclusions(files)
     # ---- features (cached)
     f_train, hit_train = _features(args, files, train, "train-gt", [files.train])
@@ -306,6 +307,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "boxes_encoded": {"train": int(keep.sum()), "val": int(f_val["valid"].sum())},
         "boxes_skipped": {"train": int((~keep).sum()), "val": int((~f_val["valid"]).sum())},
         "cache_hit": {"train": hit_train, "val": hit_val},
+        "annotation_boxes_fixed": fixes.as_dict(),
         "feature_dim": int(f_train["features"].shape[1]), "history": history,
         "plots": ["per_class_ap.png", "training_curve.png"],
         "seconds": round(time.perf_counter() - start, 2),

@@ -22,12 +22,16 @@ columns or carry the ``person_id`` as an 8th column, which is ignored. Timestamp
 from __future__ import annotations
 
 import csv
+import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from constcl.errors import DataFileError
 
 # The 60 classes of ``ava_action_list_v2.2_for_activitynet_2019.pbtxt`` (ids in the 80-class
 # space, EVALUATION.md section 2.2). The 20 ids left out are 2, 16, 18, 19, 21, 23, 25, 31, 32,
@@ -272,9 +276,37 @@ def ava_frame_map(
 # --------------------------------------------------------------------------- file readers
 
 
-def _read_rows(path: str | Path) -> list[list[str]]:
-    with open(path, newline="") as f:
-        return [row for row in csv.reader(f) if row]
+def read_text_utf8(path: str | Path) -> str:
+    """A file's text as UTF-8; :class:`DataFileError` naming the file and line if it is not."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataFileError(path, f"not UTF-8 text (byte {err.start}: "
+                                  f"{data[err.start:err.start + 1]!r})", line) from None
+
+
+def _read_rows(path: str | Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of the non-empty rows of a header-less CSV."""
+    reader = csv.reader(io.StringIO(read_text_utf8(path), newline=""))
+    return [(reader.line_num, row) for row in reader if row]
+
+
+def _parse_rows(path: str | Path, widths: tuple[int, ...], what: str,
+                parse: Callable[[list[str]], Any]) -> list[Any]:
+    """``parse(row)`` of every row; :class:`DataFileError` naming the file and line for a row
+    with another number of columns or a value that is not a number."""
+    out = []
+    for line, row in _read_rows(path):
+        if len(row) not in widths:
+            expected = " or ".join(map(str, widths))
+            raise DataFileError(path, f"expected {expected} columns, got {row!r}", line)
+        try:
+            out.append(parse(row))
+        except ValueError:
+            raise DataFileError(path, f"expected {what}, got {row!r}", line) from None
+    return out
 
 
 def read_ava_groundtruth_csv(path: str | Path) -> list[AVARow]:
@@ -283,13 +315,10 @@ def read_ava_groundtruth_csv(path: str | Path) -> list[AVARow]:
     Returns rows ``(video_id, timestamp, x1, y1, x2, y2, action_id, person_id)``; ``person_id``
     is -1 when the file has only 7 columns.
     """
-    out: list[AVARow] = []
-    for i, row in enumerate(_read_rows(path)):
-        if len(row) not in (7, 8):
-            raise ValueError(f"{path}:{i + 1}: expected 7 or 8 columns, got {row!r}")
-        person = int(row[7]) if len(row) == 8 else -1
-        out.append((row[0], int(row[1]), *map(float, row[2:6]), int(row[6]), person))
-    return out
+    return _parse_rows(
+        path, (7, 8), "video_id, integer timestamp, 4 box numbers, integer action id[, person id]",
+        lambda row: (row[0], int(row[1]), *map(float, row[2:6]), int(row[6]),
+                     int(row[7]) if len(row) == 8 else -1))
 
 
 def read_ava_detections_csv(path: str | Path) -> list[AVARow]:
@@ -297,23 +326,16 @@ def read_ava_detections_csv(path: str | Path) -> list[AVARow]:
 
     A 7-column row gets score 1.0, as in the official ``read_csv``.
     """
-    out: list[AVARow] = []
-    for i, row in enumerate(_read_rows(path)):
-        if len(row) not in (7, 8):
-            raise ValueError(f"{path}:{i + 1}: expected 7 or 8 columns, got {row!r}")
-        score = float(row[7]) if len(row) == 8 else 1.0
-        out.append((row[0], int(row[1]), *map(float, row[2:6]), int(row[6]), score))
-    return out
+    return _parse_rows(
+        path, (7, 8), "video_id, integer timestamp, 4 box numbers, integer action id[, score]",
+        lambda row: (row[0], int(row[1]), *map(float, row[2:6]), int(row[6]),
+                     float(row[7]) if len(row) == 8 else 1.0))
 
 
 def read_ava_exclusions(path: str | Path) -> set[tuple[str, int]]:
     """Read ``ava_val_excluded_timestamps_v2.2.csv``: rows ``video_id,timestamp``."""
-    out: set[tuple[str, int]] = set()
-    for i, row in enumerate(_read_rows(path)):
-        if len(row) != 2:
-            raise ValueError(f"{path}:{i + 1}: expected 2 columns, got {row!r}")
-        out.add((row[0], int(row[1])))
-    return out
+    return set(_parse_rows(path, (2,), "video_id, integer timestamp",
+                           lambda row: (row[0], int(row[1]))))
 
 
 _ITEM_RE = re.compile(r"item\s*\{(.*?)\}", re.DOTALL)
@@ -326,7 +348,7 @@ def read_ava_label_map(path: str | Path) -> dict[int, str]:
 
     Accepts ``id`` or ``label_id`` like the official reader; the ids are the evaluated classes.
     """
-    text = Path(path).read_text()
+    text = read_text_utf8(path)
     out: dict[int, str] = {}
     for block in _ITEM_RE.findall(text):
         name, cid = _NAME_RE.search(block), _ID_RE.search(block)

@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image
 
 from constcl.data.palette import davis_palette
+from constcl.data.sources import read_text
+from constcl.eval.outputs import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +53,15 @@ def load_sequences(data: str | Path, split: str = "val", year: str = "2017",
     """Sequences of ``ImageSets/<year>/<split>.txt`` in file order; ``limit`` keeps the first N.
 
     Raises FileNotFoundError for a missing list or folder and ValueError when a sequence's frame
-    and annotation counts differ (the semi-supervised evaluation needs every frame's mask).
+    and annotation counts differ (the semi-supervised evaluation needs every frame's mask) or a
+    listed name is not a plain folder name (``../x``, ``a/b``: it names output paths too).
     """
     root = davis_root(data)
     list_file = root / "ImageSets" / year / f"{split}.txt"
     if not list_file.is_file():
         raise FileNotFoundError(f"no sequence list {list_file}")
-    names = [n.strip() for n in list_file.read_text().splitlines() if n.strip()]
+    names = [safe_name(n.strip(), list_file, i)
+             for i, n in enumerate(read_text(list_file).splitlines(), start=1) if n.strip()]
     seqs = []
     for name in names[:limit] if limit else names:
         frames = sorted((root / "JPEGImages" / resolution / name).glob("*.jpg"))

@@ -50,7 +50,7 @@ from constcl.eval.frame_encoder import (
     stage_stride,
 )
 from constcl.eval.metrics.davis import VOID_LABEL, evaluate_sequence, summarize
-from constcl.eval.outputs import prepare_out_dir, write_json
+from constcl.eval.outputs import prepare_out_dir, safe_name, write_json
 from constcl.eval.propagate.algorithm import PropagationConfig, propagate_labels
 from constcl.eval.propagate.data import DavisSequence, load_sequences, read_annotations, read_frames
 from constcl.eval.propagate.overlay import evenly_spaced, save_overlay_grid
@@ -206,7 +206,7 @@ def _run_sequences(sequences: list[DavisSequence], args: Settings,
         pred, gt, palette = propagate_sequence(seq, feats, cfg, device)
         per_seq[seq.name] = evaluate_sequence(gt, pred)
         if args.write_masks:
-            write_palette_masks(out / "masks" / seq.name, pred, palette)
+            write_palette_masks(out / "masks" / safe_name(seq.name), pred, palette)
         if i < args.overlay_sequences:
             save_overlay_grid(out / "overlays" / f"{seq.name}.png", read_frames(seq.frames),
                               pred, gt, evenly_spaced(len(gt), args.overlay_frames), palette)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from constcl.eval.encoder import check_encoder_choice, load_encoder, resolve_device
 from constcl.eval.frame_encoder import FrameEncoder, cpu_threads
 from constcl.eval.metrics.tracking import OPEResult, evaluate_ope, plot_ope_curves
-from constcl.eval.outputs import prepare_out_dir, write_json
+from constcl.eval.outputs import prepare_out_dir, safe_name, write_json
 from constcl.eval.settings import FrameEncoderSettings, as_paths, check_choice, check_positive
 from constcl.eval.track.data import OTBSequence, load_sequences
 from constcl.eval.track.siamfc import FEATURE_NORMS, SiamFCConfig, SiamFCTracker
@@ -85,7 +85,7 @@ def run_tracker(tracker_factory, sequences: list[OTBSequence], out: Path
     for seq in bar:
         pred, times = tracker_factory().track(seq.frames, seq.boxes[0])
         boxes[seq.name], speeds[seq.name] = pred, speed_fps(times)
-        np.savetxt(out / "boxes" / f"{seq.name}.txt", pred, fmt="%.3f", delimiter=",")
+        np.savetxt(out / "boxes" / f"{safe_name(seq.name)}.txt", pred, fmt="%.3f", delimiter=",")
         bar.set_postfix(seq=seq.name, fps=f"{speeds[seq.name]:.1f}")
     return boxes, speeds
 
