@@ -163,11 +163,11 @@ class TrainConfig:
     """Newest checkpoints kept in the run folder."""
     resume: str = "auto"
     """auto (latest loadable checkpoint of the run folder; a folder without one that holds a
-    previous run's backbone.safetensors, metrics.jsonl, summary.json or checkpoints is refused),
-    none or
-    restart (start over at step 0; a previous run's outputs in the folder are first moved to
-    RUN/replaced-TIMESTAMP/), or a checkpoint path. A resume compares this config with the
-    checkpoint's: see train.resume_allow_changes."""
+    previous run's backbone.safetensors, summary.json or checkpoints is refused, while the
+    metrics of a run killed before its first checkpoint are moved aside and the run starts
+    afresh), none or restart (start over at step 0; a previous run's outputs in the folder are
+    first moved to RUN/replaced-TIMESTAMP/), or a checkpoint path. A resume compares this
+    config with the checkpoint's: see train.resume_allow_changes."""
     resume_allow_changes: list[str] = field(default_factory=list)
     """Run-altering fields that may differ from the checkpoint's config on resume: a list of
     dotted names (e.g. [train.steps, optim.base_lr]; comma-separated on the command line) or

@@ -72,21 +72,32 @@ def test_straight_run_writes_the_run_folder(straight_run):
 
 
 @pytest.mark.parametrize("fault, resumed_from", [
+    ("kill_at_step:1", 0),            # before the first checkpoint: starts afresh
+    ("kill_at_step:2", 0),
+    ("kill_during_checkpoint:3", 0),  # the first checkpoint torn: starts afresh
     ("kill_after_checkpoint:3", 3),   # right after a checkpoint
-    ("kill_at_step:5", 3),            # between checkpoints, after step 5 was logged
-    # kill_during_checkpoint: test_kill_during_checkpoint_write_keeps_previous
+    ("kill_at_step:4", 3),            # between checkpoints, after the step was logged
+    ("kill_at_step:5", 3),
+    (f"kill_at_step:{STEPS}", 3),     # last step logged, final checkpoint not yet written
+    # kill_during_checkpoint:STEPS: test_kill_during_checkpoint_write_keeps_previous
+    (f"kill_after_checkpoint:{STEPS}", STEPS),  # final checkpoint written, no export yet
     (f"kill_during_export:{STEPS}", STEPS),  # backbone written, summary.json not yet
 ])
 def test_sigkill_then_resume_equals_straight_run(world, straight_run, tmp_path, fault,
                                                  resumed_from):
+    """The kill matrix: SIGKILL at one point, then the same command again; the final weights
+    equal the uninterrupted run's bit for bit and every step is logged exactly once."""
     overrides = tiny_overrides(world, tmp_path, "resumed")
     killed = run_pretrain(overrides, fault=fault)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "resumed" / "summary.json").exists()
     resumed = run_pretrain(overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from step {resumed_from} (checkpoint" in resumed.stderr
-    assert f"step_{resumed_from:08d}.pt" in resumed.stderr
+    if resumed_from:
+        assert f"resuming from step {resumed_from} (checkpoint" in resumed.stderr
+        assert f"step_{resumed_from:08d}.pt" in resumed.stderr
+    else:
+        assert "starting a new run" in resumed.stderr
     assert_same_weights(final_model(tmp_path / "resumed"), final_model(straight_run[0]))
     assert metric_steps(tmp_path / "resumed") == list(range(1, STEPS + 1))  # each step once
     assert (tmp_path / "resumed" / "summary.json").is_file()
@@ -162,7 +173,7 @@ def test_no_checkpoint_but_previous_outputs_refuses_to_start_over(world, straigh
     shutil.rmtree(run_dir / "checkpoints")
     refused = run_pretrain(tiny_overrides(world, tmp_path, "copy"))
     assert refused.returncode != 0
-    assert "train.resume=restart" in refused.stderr and "metrics.jsonl" in refused.stderr
+    assert "train.resume=restart" in refused.stderr and "backbone.safetensors" in refused.stderr
     restarted = run_pretrain(tiny_overrides(world, tmp_path, "copy") + ["train.resume=restart"])
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "starting a new run" in restarted.stderr

@@ -29,10 +29,11 @@ METRICS = "metrics.jsonl"
 PREVIOUS_OUTPUTS = ("backbone.safetensors", "metrics.jsonl", "summary.json", "checkpoints",
                     "tensorboard", HISTORY)
 """What a previous run leaves in its folder (``config.yaml`` and ``git_sha.txt`` are rewritten)."""
-BLOCKING_OUTPUTS = ("backbone.safetensors", "metrics.jsonl", "summary.json", "checkpoints")
+BLOCKING_OUTPUTS = ("backbone.safetensors", "summary.json", "checkpoints")
 """Outputs that show a previous run got somewhere: ``train.resume=auto`` without a loadable
-checkpoint refuses to start over on top of them (the others, e.g. the TensorBoard events of a
-run that died in its first steps, are just moved aside)."""
+checkpoint refuses to start over on top of them. The others (the metrics and TensorBoard events
+of a run killed before its first checkpoint) are just moved aside, so running the same command
+again after such a kill starts the run afresh."""
 
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
@@ -101,8 +102,10 @@ def previous_outputs(run_dir: Path, names: tuple[str, ...] = PREVIOUS_OUTPUTS) -
     found = []
     for name in names:
         path = run_dir / name
-        if (path.is_file() and path.stat().st_size) or (path.is_dir() and any(path.iterdir())):
+        if path.is_file() and path.stat().st_size:
             found.append(path)
+        elif path.is_dir() and any(not p.name.startswith(".") for p in path.iterdir()):
+            found.append(path)  # (hidden entries: a checkpoint write torn by a kill)
     return found
 
 
