@@ -33,14 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from constcl.data.sources import VIDEO_EXTENSIONS, walk_files
+from constcl.data.sources import VIDEO_EXTENSIONS, read_text, walk_files
 from constcl.errors import DataFileError
 from constcl.eval.metrics.ava_map import (
     AVARow,
     read_ava_exclusions,
     read_ava_groundtruth_csv,
     read_ava_label_map,
-    read_text_utf8,
 )
 
 __all__ = ["AVAFiles", "BoxFixes", "KeyFrames", "find_ava_files", "fix_boxes",
@@ -188,7 +187,7 @@ def detection_key_frames(path: Path, min_score: float, num_classes: int,
     empty or an action id; a box listed once per action is kept once). Boxes outside the frame
     are fixed as by :func:`fix_boxes` (counted in ``fixes`` when given)."""
     rows: list[AVARow] = []
-    reader = csv.reader(io.StringIO(read_text_utf8(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     for row in reader:
         if not row:
             continue

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from constcl.data.sources import read_text as read_text_utf8
 from constcl.errors import DataFileError
 
 # The 60 classes of ``ava_action_list_v2.2_for_activitynet_2019.pbtxt`` (ids in the 80-class
@@ -274,17 +275,6 @@ def ava_frame_map(
 
 
 # --------------------------------------------------------------------------- file readers
-
-
-def read_text_utf8(path: str | Path) -> str:
-    """A file's text as UTF-8; :class:`DataFileError` naming the file and line if it is not."""
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataFileError(path, f"not UTF-8 text (byte {err.start}: "
-                                  f"{data[err.start:err.start + 1]!r})", line) from None
 
 
 def _read_rows(path: str | Path) -> list[tuple[int, list[str]]]:
