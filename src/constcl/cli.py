@@ -101,21 +101,11 @@ def report_error(message: str) -> None:
     log.error("%s", message, extra={"user_error": True})
 
 
-# Run-stopping errors of the training loop whose message says it all; looked up lazily (only a
-# module that was imported can have raised them) so that this module stays light.
-_EXPECTED_RUNTIME_ERRORS = (("constcl.data.dataset", "TooManyBadVideos"),
-                            ("constcl.engine.pretrain", "TooManyBadSteps"),
-                            ("constcl.engine.pretrain", "NonFiniteWeights"))
-
-
 def _is_expected(err: BaseException) -> bool:
-    if isinstance(err, EXPECTED_ERRORS):
-        return True
-    for module, name in _EXPECTED_RUNTIME_ERRORS:
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type) and isinstance(err, cls):
-            return True
-    return False
+    """Bad input rather than a bug: a :class:`ConstclError` (the library's own, e.g. the
+    training loop's TooManyBadVideos / TooManyBadSteps / NonFiniteWeights or an unreadable
+    checkpoint) or one of the standard bad-input exceptions of :data:`EXPECTED_ERRORS`."""
+    return isinstance(err, EXPECTED_ERRORS)
 
 
 def _debug_requested(args: argparse.Namespace) -> bool:

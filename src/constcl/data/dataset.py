@@ -47,13 +47,14 @@ from constcl.data.decode import VideoError, VideoInfo, decode_frames, probe
 from constcl.data.regions import REGION_GENERATORS, cue_regions, detection_regions, random_regions
 from constcl.data.sampling import ClipSpec, sample_two_clips
 from constcl.data.sources import VideoItem, load_boxes
+from constcl.errors import ConstclError
 
 __all__ = ["TwoViewDataset", "TooManyBadVideos", "collate", "identity_collate"]
 
 log = logging.getLogger(__name__)
 
 
-class TooManyBadVideos(RuntimeError):
+class TooManyBadVideos(ConstclError, RuntimeError):
     """More than the allowed fraction of a data set failed to decode."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from constcl.errors import ConstclError
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -28,6 +30,10 @@ through writing the checkpoint of STEP; ``kill_after_checkpoint:STEP`` right aft
 ``corrupt_weights:STEP`` sets a weight to NaN after the update of STEP (the train loop);
 ``kill_at_step:STEP`` SIGKILLs after STEP is logged; ``kill_during_export:STEP`` after the
 backbone of the run ending at STEP is written, before ``summary.json``."""
+
+
+class CheckpointReadError(ConstclError, RuntimeError):
+    """A checkpoint file that cannot be loaded (truncated, not a checkpoint, ...)."""
 
 
 def fault(kind: str, step: int) -> bool:
@@ -102,7 +108,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated or foreign file
-        raise RuntimeError(f"checkpoint {str(path)!r} cannot be read: {err}") from err
+        raise CheckpointReadError(f"checkpoint {str(path)!r} cannot be read: {err}") from err
 
 
 def latest_loadable(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:

@@ -36,17 +36,18 @@ from constcl.engine.logger import RankFilter, RunLogger
 from constcl.engine.monitor import UpdateMonitor
 from constcl.engine.optim import auto_local_lr_scale, build_optimizer
 from constcl.engine.step import TrainStep
+from constcl.errors import ConstclError
 from constcl.models import LossWeights, build_model
 from constcl.schedule import scaled_lr, warmup_cosine
 
 log = logging.getLogger("constcl.train")
 
 
-class TooManyBadSteps(RuntimeError):
+class TooManyBadSteps(ConstclError, RuntimeError):
     """Too many consecutive steps had a NaN or Inf loss."""
 
 
-class NonFiniteWeights(RuntimeError):
+class NonFiniteWeights(ConstclError, RuntimeError):
     """A parameter holds NaN or Inf; the run stops without a checkpoint or an export."""
 
 
