@@ -73,10 +73,17 @@ def test_list_config_prints_keys_with_docs(capsys):
     assert "data.color_strength=1.0" in out
 
 
-def test_demo_verdict_needs_more_than_one_test_video():
+def test_demo_verdict_needs_a_difference_beyond_two_standard_errors():
     from constcl.commands.demo import verdict
 
-    # 40 test videos: one video is 2.5 points
-    assert verdict(0.30, 0.25, 40).startswith("pretraining beats")
-    assert verdict(0.20, 0.25, 40).startswith("random init beats")
-    assert verdict(0.26, 0.25, 40).startswith("pretrained and random init are within")
+    # 40 test videos, 0.5 vs 0.25: se = sqrt((0.25 + 0.1875) / 40) = 0.1046, 2 se = 20.9 points
+    assert verdict(0.50, 0.25, 40).startswith("pretraining beats")
+    assert "+25.0 points, noise +-20.9" in verdict(0.50, 0.25, 40)
+    assert verdict(0.25, 0.50, 40).startswith("random init beats")
+    # 0.30 vs 0.25 is two videos apart but far inside the noise of 40 videos
+    assert verdict(0.30, 0.25, 40).startswith("pretrained and random init do not differ")
+    # 1000 videos: se = sqrt((0.21 + 0.1875) / 1000) = 0.0199; 5 points > 2 se = 3.99
+    assert verdict(0.30, 0.25, 1000).startswith("pretraining beats")
+    # both at 0 or 1: the floor of one test video
+    assert verdict(1.0, 1.0, 10).startswith("pretrained and random init do not differ")
+    assert verdict(0.5, 0.5, 0).startswith("no test video")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -32,15 +33,26 @@ def _probe(checkpoint: str, world: Path, out: Path, cfg: Config) -> dict:
 
 
 def verdict(pretrained: float, random_init: float, test_videos: int | None) -> str:
-    """One line saying whether the difference exceeds one test video's worth."""
-    step = 1.0 / test_videos if test_videos else 0.0
-    if pretrained - random_init > step:
-        return "pretraining beats random init on this budget"
-    if random_init - pretrained > step:
-        return ("random init beats this short pretraining run: at a few hundred CPU steps the "
-                "paper recipe has not yet learned the class (docs/method.md, 'What a short CPU "
-                "run can and cannot show'); run longer with train.steps=...")
-    return "pretrained and random init are within one test video of each other"
+    """One line saying whether the difference of two top-1 accuracies on ``test_videos`` test
+    videos is more than noise: more than two standard errors of the difference of two
+    independent proportions, ``sqrt((p1 (1 - p1) + p2 (1 - p2)) / n)`` (floored at one test
+    video, ``1 / n``)."""
+    if not test_videos:
+        return "no test video could be evaluated; no comparison"
+    se = max(math.sqrt((pretrained * (1 - pretrained) + random_init * (1 - random_init))
+                       / test_videos), 1.0 / test_videos)
+    diff = pretrained - random_init
+    spread = (f"{100 * diff:+.1f} points, noise +-{200 * se:.1f} (2 standard errors over "
+              f"{test_videos} test videos)")
+    if diff > 2 * se:
+        return f"pretraining beats random init on this budget: {spread}"
+    if -diff > 2 * se:
+        return (f"random init beats this short pretraining run: {spread}; at a few hundred CPU "
+                "steps the paper recipe has not yet learned the class (docs/method.md, 'What a "
+                "short CPU run can and cannot show'); run longer with train.steps=...")
+    return (f"pretrained and random init do not differ beyond noise: {spread}; one short run "
+            "on this world cannot tell them apart (docs/method.md, 'What a short CPU run can "
+            "and cannot show')")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
