@@ -6,6 +6,7 @@ features are compared with the trained model's own modules, called one by one.
 """
 
 import argparse
+import json
 
 import pytest
 import torch
@@ -112,3 +113,39 @@ def test_no_local_res5_copy_is_a_clear_error(tmp_path, clip, variant, local_sour
     with pytest.raises(ValueError, match="no local res5"):
         load_encoder(argparse.Namespace(checkpoint=str(path), backbone=None, branch="local",
                                         seed=0))
+
+
+def test_cache_identity_follows_the_weights_not_the_file_bytes(tmp_path):
+    """safetensors writes its metadata in an order that can differ between processes, so two
+    exports of the same weights may differ in bytes; the cache identity must not."""
+    from safetensors.torch import load_file, save_file
+
+    from constcl.eval.encoder import weights_digest
+
+    tensors = {"trunk.w": torch.arange(6.0).view(2, 3), "res5_global.b": torch.ones(2).half()}
+    meta = {"backbone": "r3d_tiny", "variant": "constcl", "local_source": "y", "format": "x"}
+    save_file(tensors, str(tmp_path / "a.safetensors"), metadata=meta)
+    # same content, metadata and tensors given in another order, written by hand so the bytes
+    # differ for certain: the header's JSON lists the keys in another order
+    header = {"__metadata__": dict(reversed(list(meta.items())))}
+    blobs, offset = [], 0
+    for key in reversed(list(tensors)):
+        raw = tensors[key].contiguous().view(torch.uint8).numpy().tobytes()
+        dtype = {torch.float32: "F32", torch.float16: "F16"}[tensors[key].dtype]
+        header[key] = {"dtype": dtype, "shape": list(tensors[key].shape),
+                       "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    (tmp_path / "b.safetensors").write_bytes(len(text).to_bytes(8, "little") + text
+                                             + b"".join(blobs))
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert a.read_bytes() != b.read_bytes()
+    assert {k: v.tolist() for k, v in load_file(str(b)).items()} == \
+        {k: v.tolist() for k, v in tensors.items()}
+    assert weights_digest(a) == weights_digest(b)
+    changed = dict(tensors, **{"trunk.w": torch.arange(6.0).view(2, 3) + 1e-3})
+    save_file(changed, str(tmp_path / "c.safetensors"), metadata=meta)
+    assert weights_digest(tmp_path / "c.safetensors") != weights_digest(a)
+    save_file(tensors, str(tmp_path / "d.safetensors"), metadata=dict(meta, variant="cvrl"))
+    assert weights_digest(tmp_path / "d.safetensors") != weights_digest(a)

@@ -3,12 +3,14 @@
 ``load_backbone`` turns a ``backbone.safetensors`` (or None for random weights) into an ``R3D``.
 Every task's settings name the network with the same four fields (:class:`EncoderChoice`:
 ``checkpoint``, ``backbone``, ``branch``, ``seed``); ``load_encoder`` builds it from them and
-``encoder_identity`` is the part of a feature-cache key that names it (a content hash of the
-checkpoint file, or backbone name + seed for the random-init baseline).
+``encoder_identity`` is the part of a feature-cache key that names it (a hash of the
+checkpoint's tensors and metadata, or backbone name + seed for the random-init baseline).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +19,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from constcl.errors import ConstclError
-from constcl.eval.outputs import file_digest
 from constcl.models.r3d import R3D, build_backbone
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,28 @@ def load_encoder(choice: EncoderChoice) -> R3D:
     return load_backbone(path, choice.branch, choice.backbone)
 
 
+def weights_digest(path: str | Path) -> str:
+    """sha256 of a safetensors file's content: every tensor's name, dtype, shape and bytes in
+    sorted name order, then the metadata items sorted. Unlike the file's own hash it does not
+    change when the same weights are exported again (safetensors writes its metadata in an
+    order that differs from process to process)."""
+    h = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as f:
+        for key in sorted(f.keys()):  # noqa: SIM118
+            t = f.get_tensor(key).contiguous()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(json.dumps(sorted((f.metadata() or {}).items())).encode())
+    return h.hexdigest()
+
+
 def encoder_identity(choice: EncoderChoice) -> dict[str, Any]:
-    """What determines the encoder's weights, for cache keys."""
+    """What determines the encoder's weights, for cache keys (:func:`weights_digest` of the
+    checkpoint, or backbone name + seed for random weights)."""
     path = checkpoint_path(choice)
     if path is None:
         return {"random": choice.backbone, "seed": choice.seed, "branch": choice.branch}
-    return {"checkpoint_sha256": file_digest(path), "backbone": choice.backbone,
+    return {"weights_sha256": weights_digest(path), "backbone": choice.backbone,
             "branch": choice.branch}
 
 
