@@ -149,3 +149,9 @@ def test_cache_identity_follows_the_weights_not_the_file_bytes(tmp_path):
     assert weights_digest(tmp_path / "c.safetensors") != weights_digest(a)
     save_file(tensors, str(tmp_path / "d.safetensors"), metadata=dict(meta, variant="cvrl"))
     assert weights_digest(tmp_path / "d.safetensors") != weights_digest(a)
+    # the digest is computed once per file version: replacing the file as an export does
+    # (temporary file, then rename) gives the new content's digest
+    first = weights_digest(a)
+    save_file(changed, str(tmp_path / "a.tmp"), metadata=meta)
+    (tmp_path / "a.tmp").replace(a)
+    assert weights_digest(a) == weights_digest(tmp_path / "c.safetensors") != first

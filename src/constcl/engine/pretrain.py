@@ -221,10 +221,9 @@ def _pretrain(cfg: Config) -> Path:
                       device=device, lrs=lrs, logger=logger, save=save, dataset=dataset,
                       monitor=UpdateMonitor(plain), weights=plain)
     step = train_loop(cfg, parts, start_step)
-    save(step)
+    save(step)  # checks the weights for NaN / Inf first, so nothing non-finite is exported
 
     # ---- export
-    check_finite_weights(plain, step)
     export_run(cfg, run_dir, plain, step, global_batch, dataset, logger)
     logger.close()
     return run_dir

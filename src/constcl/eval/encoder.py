@@ -9,6 +9,7 @@ checkpoint's tensors and metadata, or backbone name + seed for the random-init b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -86,9 +87,19 @@ def weights_digest(path: str | Path) -> str:
     """sha256 of a safetensors file's content: every tensor's name, dtype, shape and bytes in
     sorted name order, then the metadata items sorted. Unlike the file's own hash it does not
     change when the same weights are exported again (safetensors writes its metadata in an
-    order that differs from process to process)."""
+    order that differs from process to process). Computed once per file version: every task
+    asks for it per feature cache (classify and detect twice, propagate once per sequence)."""
+    real = Path(path).resolve()
+    st = real.stat()
+    return _weights_digest(str(real), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """:func:`weights_digest` of one file version (inode, size and mtime key the cache; an
+    export replaces the file by a rename, which gives it a new inode)."""
     h = hashlib.sha256()
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(path, framework="pt") as f:
         for key in sorted(f.keys()):  # noqa: SIM118
             t = f.get_tensor(key).contiguous()
             h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
