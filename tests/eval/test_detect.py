@@ -93,6 +93,21 @@ def test_detection_rows_one_per_box_and_class():
                                                         ("w", 1, 4, 0.5), ("w", 1, 9, 0.6)]
 
 
+def test_detection_rows_are_what_predictions_csv_holds(tmp_path):
+    """Scores that print alike must be equal in the rows the mAP is computed from, else the
+    official evaluator reading predictions.csv could rank them differently (a CI failure)."""
+    kf = ava.KeyFrames([("v", 0)], [np.array([[0.1234567, 0.2, 0.70049, 0.9]] * 2)],
+                       [np.zeros((2, 1))])
+    scores = np.array([[0.99999991], [0.99999969]])  # both print as 1.000000
+    rows = detect.detection_rows(kf, scores, np.array([True, True]), [3])
+    detect._write_predictions(tmp_path / "p.csv", rows)
+    with open(tmp_path / "p.csv", newline="") as f:
+        back = [(r[0], int(r[1]), *map(float, r[2:6]), int(r[6]), float(r[7]))
+                for r in csv.reader(f)]
+    assert back == rows
+    assert rows[0][7] == rows[1][7] == 1.0
+
+
 # --------------------------------------------------------------------------- CLI
 
 

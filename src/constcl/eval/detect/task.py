@@ -209,6 +209,11 @@ def detection_rows(frames: ava.KeyFrames, scores: np.ndarray, valid: np.ndarray,
                    class_ids: list[int]) -> list[tuple]:
     """Official detection rows: every valid box once per class with that class's score.
 
+    Boxes are rounded to 3 decimals and scores to 6, the precision ``predictions.csv`` is written
+    with, so the mAP in ``results.json`` is exactly what an evaluator reading that file computes
+    (unrounded, two scores that print alike could rank in either order, and a box could cross
+    IoU 0.5 by less than the printed precision).
+
     Args:
         scores: ``(N, C)`` sigmoid scores of the concatenated boxes; valid: ``(N,)``.
     """
@@ -217,7 +222,8 @@ def detection_rows(frames: ava.KeyFrames, scores: np.ndarray, valid: np.ndarray,
     for (vid, ts), boxes in zip(frames.keys, frames.boxes, strict=True):
         for box in boxes:
             if valid[i]:
-                rows.extend((vid, ts, *map(float, box), c, float(scores[i, j]))
+                xyxy = [round(float(v), 3) for v in box]
+                rows.extend((vid, ts, *xyxy, c, round(float(scores[i, j]), 6))
                             for j, c in enumerate(class_ids))
             i += 1
     return rows
