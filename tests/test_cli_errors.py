@@ -148,3 +148,19 @@ def test_library_errors_survive_pytorchs_one_argument_re_raise():
         original = cls(*args)
         again = cls(str(original))  # what a DataLoader worker's exception becomes
         assert str(again) == str(original)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["eval", "classify", "--frames", "x"], ["constcl eval classify", "--frames", "'x'"]),
+    (["nosuch"], ["invalid choice", "'nosuch'"]),
+    (["data", "check"], ["constcl data check", "required", "path"]),
+])
+def test_usage_errors_are_one_line(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("constcl: error: ")
+    for word in words:
+        assert word in err
+    assert "--help" in err and "usage:" not in err

@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from constcl.errors import EXPECTED_ERRORS, user_message
 
@@ -41,6 +42,16 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``constcl: error: <prog>: <message> (see <prog>
+    --help)`` and exit status 2, like every other expected error, instead of the whole usage
+    text followed by the message."""
+
+    def error(self, message: str) -> NoReturn:
+        where = "" if self.prog == "constcl" else f"{self.prog}: "
+        self.exit(2, f"constcl: error: {where}{message} (see {self.prog} --help)\n")
+
+
 def _selected(argv: list[str]) -> list[str]:
     """The command words in argv (e.g. ["data", "check"]), without importing anything."""
     return [a for a in argv if not a.startswith("-")][:2]
@@ -64,7 +75,7 @@ def _add_command(subparsers: argparse._SubParsersAction, name: str, spec: tuple[
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     words = _selected(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="constcl",
         description="ConST-CL video representation learning: pretrain, inspect and evaluate.",
     )

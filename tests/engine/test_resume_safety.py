@@ -20,6 +20,7 @@ from constcl.config import (
 )
 from constcl.engine import resume
 from constcl.engine.data import build_dataset
+from constcl.engine.pretrain import pretrain
 from tests.engine.conftest import tiny_overrides
 
 
@@ -208,6 +209,21 @@ def test_detections_without_any_box_file_fail_at_start(world, tmp_path):
         build_dataset(detection_config(world, tmp_path, empty))
     text = str(err.value)
     assert "0 of 12" in text and str(empty) in text and "data.boxes_dir" in text
+
+
+def test_data_errors_stop_pretraining_before_the_run_folder_exists(world, tmp_path):
+    """No box file at all, or no video at all: the run stops before config.yaml or anything
+    else is written (a resumable folder is never touched by a run that cannot start)."""
+    empty = tmp_path / "no_boxes"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="0 of 12"):
+        pretrain(detection_config(world, tmp_path, empty))
+    no_videos = tmp_path / "no_videos"
+    no_videos.mkdir()
+    cfg = load_config(None, tiny_overrides(no_videos, tmp_path, "det"))
+    with pytest.raises(FileNotFoundError, match="no videos found"):
+        pretrain(cfg)
+    assert not (tmp_path / "det").exists()
 
 
 def test_detections_with_some_box_files_warn(world, tmp_path, caplog):

@@ -20,31 +20,16 @@ from typing import Any
 import torch
 
 from constcl.errors import ConstclError
+from constcl.faults import FAULT_ENV, fault, kill_on_fault  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
-FAULT_ENV = "CONSTCL_FAULT"
-"""Fault injection for tests: ``kill_during_checkpoint:STEP`` SIGKILLs the process half-way
-through writing the checkpoint of STEP; ``kill_after_checkpoint:STEP`` right after it is saved;
-``corrupt_weights:STEP`` sets a weight to NaN after the update of STEP (the train loop);
-``kill_at_step:STEP`` SIGKILLs after STEP is logged; ``kill_during_export:STEP`` after the
-backbone of the run ending at STEP is written, before ``summary.json``."""
+
 
 
 class CheckpointReadError(ConstclError, RuntimeError):
     """A checkpoint file that cannot be loaded (truncated, not a checkpoint, ...)."""
-
-
-def fault(kind: str, step: int) -> bool:
-    """Whether the test fault ``kind:step`` is requested (environment variable FAULT_ENV)."""
-    return os.environ.get(FAULT_ENV, "") == f"{kind}:{step}"
-
-
-def kill_on_fault(kind: str, step: int) -> None:
-    """SIGKILL this process if the test fault ``kind:step`` is requested."""
-    if fault(kind, step):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

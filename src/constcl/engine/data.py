@@ -42,7 +42,13 @@ def synthetic_source(cfg: Config) -> Path:
     return root / "videos"
 
 
-def build_dataset(cfg: Config, bad_dir: Path | None = None) -> TwoViewDataset:
+def training_videos(cfg: Config) -> list[VideoItem]:
+    """The training videos of ``cfg.data`` (the synthetic world is generated on first use).
+
+    Raises before anything is trained or written into a run folder: FileNotFoundError when the
+    source holds no video, ConfigError when ``data.region_generator=detections`` finds no box
+    file (:func:`check_box_coverage`).
+    """
     d = cfg.data
     source = synthetic_source(cfg) if d.source == "synthetic" else Path(d.source).expanduser()
     items = list_videos(source, root=d.root or None, boxes_dir=d.boxes_dir or None)
@@ -50,6 +56,14 @@ def build_dataset(cfg: Config, bad_dir: Path | None = None) -> TwoViewDataset:
         raise FileNotFoundError(f"no videos found in data.source={str(source)!r}")
     if d.region_generator == "detections":
         check_box_coverage(items, d.boxes_dir)
+    return items
+
+
+def build_dataset(cfg: Config, items: list[VideoItem] | None = None,
+                  bad_dir: Path | None = None) -> TwoViewDataset:
+    """Two-view dataset over ``items`` (default: :func:`training_videos`)."""
+    d = cfg.data
+    items = training_videos(cfg) if items is None else items
     return TwoViewDataset(items, clip_frames=d.clip_frames, frame_stride=d.frame_stride,
                           size=d.size, num_regions=d.num_regions,
                           region_generator=d.region_generator, short_side=d.short_side or None,
@@ -75,11 +89,12 @@ def check_box_coverage(items: list[VideoItem], boxes_dir: str) -> None:
                 where)
 
 
-def build_loader(cfg: Config, device: torch.device, start_step: int, run_dir: Path
+def build_loader(cfg: Config, items: list[VideoItem], device: torch.device, start_step: int,
+                 run_dir: Path
                  ) -> tuple[DataLoader, TwoViewDataset, tuple[PhotometricAugment, ...]]:
-    """DataLoader over this process's micro-batches from ``start_step`` on, plus the batched
-    photometric augmentations of views a and b (applied on ``device``)."""
-    dataset = build_dataset(cfg, bad_dir=run_dir / "bad_videos")
+    """DataLoader over this process's micro-batches of ``items`` from ``start_step`` on, plus
+    the batched photometric augmentations of views a and b (applied on ``device``)."""
+    dataset = build_dataset(cfg, items, bad_dir=run_dir / "bad_videos")
     sampler = StepBatchSampler(len(dataset), cfg.train.batch_size, cfg.train.steps,
                                seed=cfg.train.seed, rank=dist.rank(), world=dist.world_size(),
                                accumulation=cfg.optim.accumulation_steps, start_step=start_step)

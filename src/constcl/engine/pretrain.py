@@ -30,7 +30,7 @@ from constcl.data.augment import PhotometricAugment
 from constcl.data.dataset import TwoViewDataset
 from constcl.engine import checkpoint as ckpt
 from constcl.engine import resume as resuming
-from constcl.engine.data import build_loader, device_batches
+from constcl.engine.data import build_loader, device_batches, training_videos
 from constcl.engine.export import export_backbone
 from constcl.engine.logger import RankFilter, RunLogger
 from constcl.engine.monitor import UpdateMonitor
@@ -189,11 +189,12 @@ def _pretrain(cfg: Config) -> Path:
     device = setup_device(cfg)
     seed_everything(cfg.train.seed + dist.rank(), cfg.train.deterministic)
     run_dir = run_folder(cfg)
+    videos = training_videos(cfg)  # data errors stop the run before its folder is touched
     start_step, state = prepare_run_folder(cfg, run_dir)  # checks the resume, then writes
     global_batch = _log_setup(cfg, device, run_dir)
 
     # ---- preparing data
-    loader, dataset, augment = build_loader(cfg, device, start_step, run_dir)
+    loader, dataset, augment = build_loader(cfg, videos, device, start_step, run_dir)
     log.info("data: %d videos, %d steps per epoch", len(dataset),
              loader.batch_sampler.steps_per_epoch)
 

@@ -48,6 +48,7 @@ from constcl.eval.plots import bar_chart, confusion_matrix, plot_confusion, plot
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
 from constcl.eval.settings import EncoderSettings, as_paths, check_choice, check_positive
 from constcl.eval.views import ViewSpec
+from constcl.faults import kill_on_fault
 
 __all__ = ["MODES", "Settings", "frozen_features", "run", "write_predictions"]
 
@@ -163,6 +164,7 @@ def _labels(splits: VideoSplits, which: str) -> np.ndarray:
 def _run_linear(args: Settings, splits: VideoSplits, test_spec: ViewSpec,
                 train_spec: ViewSpec) -> dict[str, Any]:
     train, hit_train = frozen_features(args, splits, "train", train_spec)
+    kill_on_fault("kill_during_probe", 0)
     test, hit_test = frozen_features(args, splits, "test", test_spec)
     y_train, y_test = _labels(splits, "train"), _labels(splits, "test")
     x_train = train["values"]
