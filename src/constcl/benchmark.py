@@ -90,6 +90,12 @@ def pretrain_variant(variant: str, seed: int, world: Path, out: Path, b: Budget)
     return pretrain(cfg) / "backbone.safetensors"
 
 
+def input_norm(b: Budget) -> str:
+    """The pretrained networks' ``model.input_norm`` (the demo preset's unless ``b.extra``
+    overrides it); the random-init baseline gets the same, so that it differs only in weights."""
+    return load_config(preset_path("demo"), list(b.extra)).model.input_norm
+
+
 def task_settings(task: str, encoder: dict, world: Path, b: Budget,
                   folder: Path) -> EncoderSettings:
     """The settings of one task for one encoder (small clips, few views).
@@ -126,7 +132,8 @@ def evaluate(name: str, checkpoint: str, branch: str, seed: int, world: Path, ou
              b: Budget) -> dict[str, float | None]:
     """All tasks for one encoder and branch; returns {column title: value in [0, 1] or None}."""
     values: dict[str, float | None] = {}
-    encoder = {"checkpoint": checkpoint, "backbone": b.backbone, "branch": branch, "seed": seed}
+    encoder = {"checkpoint": checkpoint, "backbone": b.backbone, "branch": branch, "seed": seed,
+               "input_norm": input_norm(b) if checkpoint == "random" else None}
     for task in TASKS:
         folder = out / "eval" / f"{name}-{branch}-s{seed}" / task
         metrics = RUNNERS[task](task_settings(task, encoder, world, b, folder))["metrics"]
@@ -180,7 +187,8 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
         f"Date {time.strftime('%Y-%m-%d %H:%M')}; machine: CPU ({machine()}); whole bench "
         f"{minutes:.1f} min.", "", f"Command: `{command}`", "",
         f"Budget: {b.steps} pretraining steps x {b.batch} videos per variant and seed, backbone "
-        f"{b.backbone}, clips {b.frames} x {b.size}^2, colour strength {strength}; training "
+        f"{b.backbone}, clips {b.frames} x {b.size}^2, colour strength {strength}, input "
+        f"normalisation {input_norm(b)} (random init too); training "
         f"seeds {seeds} (the random-init network is drawn with each seed too); world seed "
         f"{b.world_seed}, {b.videos} videos (128 x 128, 64 frames). Evaluation: linear probe "
         f"(60 epochs, weight decay {b.probe_weight_decay}) and kNN on the UCF101-style split 1 "

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from constcl.models.constcl import LOCAL_SOURCES, VARIANTS
-from constcl.models.r3d import SPECS
+from constcl.models.r3d import INPUT_NORMS, SPECS
 
 
 class ConfigError(ValueError):
@@ -81,6 +81,11 @@ class ModelConfig:
     """Independent units ("heads") per decoder layer (SPEC: 3)."""
     decoder_width: int = 128
     """Width of each decoder unit (SPEC: 128)."""
+    input_norm: str = "none"
+    """Input normalisation before the stem: none (the paper: the [-1, 1] clip as it is) or clip
+    (each clip standardised on its own: minus its per-channel mean, divided by its standard
+    deviation). The demo and the bench use clip: without it the global branch collapses in
+    short CPU runs (docs/method.md, "Input normalisation")."""
     zero_init_residual: bool = False
     """Zero the last BN gamma of each block; try it if large-batch training is unstable."""
     sync_bn: bool = True
@@ -172,7 +177,8 @@ class TrainConfig:
     """Run-altering fields that may differ from the checkpoint's config on resume: a list of
     dotted names (e.g. [train.steps, optim.base_lr]; comma-separated on the command line) or
     'all'. Run-altering: data.* except data.workers, loss.*, optim.*, train.steps,
-    train.batch_size, train.seed, train.precision, model.zero_init_residual, model.sync_bn;
+    train.batch_size, train.seed, train.precision, model.input_norm, model.zero_init_residual,
+    model.sync_bn;
     each allowed change is logged as a WARNING and recorded in RUN/config_history.jsonl. Shape
     fields (model.backbone, variant, local_source, embed_dim, context_length, decoder_layers,
     decoder_units, decoder_width) can never change on resume. All other fields (out_dir,
@@ -201,6 +207,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.backbone": tuple(sorted(SPECS)),
     "model.variant": VARIANTS,
     "model.local_source": LOCAL_SOURCES,
+    "model.input_norm": INPUT_NORMS,
     "optim.name": ("sgd", "lars"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("bf16", "fp32"),

@@ -129,6 +129,18 @@ def test_check_resume_config_names_every_change():
     assert resume.check_resume_config(harmless, checkpoint_state(Config()), "ck.pt") == {}
 
 
+def test_a_field_added_since_the_checkpoint_counts_as_its_default():
+    """A checkpoint written before model.input_norm existed ran with the default ("none"):
+    resuming it with input_norm=clip is a change that needs permission, resuming with the
+    default is none."""
+    saved = to_dict(Config())
+    del saved["model"]["input_norm"]
+    state = {"config": json.dumps(saved)}
+    assert resume.check_resume_config(Config(), state, "ck.pt") == {}
+    with pytest.raises(ConfigError, match="model.input_norm: 'none' -> 'clip'"):
+        resume.check_resume_config(load_config(None, ["model.input_norm=clip"]), state, "ck.pt")
+
+
 def test_check_resume_config_run_fields_need_permission(caplog):
     new = load_config(None, ["train.batch_size=8", "optim.base_lr=0.1"])
     with pytest.raises(ConfigError) as err:

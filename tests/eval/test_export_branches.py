@@ -10,6 +10,8 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from constcl.engine.export import export_backbone
 from constcl.eval.encoder import encoder_identity, load_backbone, load_encoder, pooled_res5
@@ -57,7 +59,8 @@ def reference_maps(model, x):
 
 def loaders(path, branch):
     """Both loaders used by ``constcl eval``: the library call and the CLI-argument path."""
-    args = argparse.Namespace(checkpoint=str(path), backbone=None, branch=branch, seed=0)
+    args = argparse.Namespace(checkpoint=str(path), backbone=None, branch=branch, seed=0,
+                              input_norm=None)
     return {"load_backbone": load_backbone(path, branch), "load_encoder": load_encoder(args)}
 
 
@@ -82,7 +85,8 @@ def test_y_shape_export_gives_each_branch_its_own_res5(tmp_path, clip):
                                        rtol=1e-5, atol=1e-5)
     # the feature-cache identity tells the branches apart
     ids = [encoder_identity(argparse.Namespace(checkpoint=str(path), backbone=None, branch=b,
-                                               seed=0)) for b in ("global", "local")]
+                                               input_norm=None, seed=0))
+           for b in ("global", "local")]
     assert ids[0] != ids[1]
 
 
@@ -112,7 +116,7 @@ def test_no_local_res5_copy_is_a_clear_error(tmp_path, clip, variant, local_sour
         load_backbone(path, "local")
     with pytest.raises(ValueError, match="no local res5"):
         load_encoder(argparse.Namespace(checkpoint=str(path), backbone=None, branch="local",
-                                        seed=0))
+                                        input_norm=None, seed=0))
 
 
 def test_cache_identity_follows_the_weights_not_the_file_bytes(tmp_path):
@@ -155,3 +159,33 @@ def test_cache_identity_follows_the_weights_not_the_file_bytes(tmp_path):
     save_file(changed, str(tmp_path / "a.tmp"), metadata=meta)
     (tmp_path / "a.tmp").replace(a)
     assert weights_digest(a) == weights_digest(tmp_path / "c.safetensors") != first
+
+
+def test_input_norm_travels_with_the_export(tmp_path, clip):
+    """A network trained with input_norm=clip is evaluated with it (read from the metadata);
+    older exports (no such metadata) load as "none"; a contradicting request is an error."""
+    torch.manual_seed(0)
+    model = build_model("r3d_tiny", variant="cvrl", input_norm="clip")
+    perturb(model.backbone, 1)
+    model.eval()
+    config = {"model": {**config_of("cvrl", "y")["model"], "input_norm": "clip"}}
+    path = export_backbone(model, tmp_path / "clip.safetensors", config)
+    with torch.no_grad():
+        want = model.backbone.forward_features(clip)["res5"]
+    for name, net in loaders(path, "global").items():
+        assert net.input_norm == "clip", name
+        with torch.no_grad():
+            torch.testing.assert_close(net.forward_features(clip)["res5"], want, rtol=1e-5,
+                                       atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="input_norm='clip'"):
+        load_backbone(path, "global", input_norm="none")
+    with safe_open(str(path), "pt") as f:  # an export written before the field existed
+        meta = {k: v for k, v in f.metadata().items() if k != "input_norm"}
+        save_file({k: f.get_tensor(k) for k in f.keys()}, str(tmp_path / "old.safetensors"),  # noqa: SIM118
+                  metadata=meta)
+    assert load_backbone(tmp_path / "old.safetensors", "global").input_norm == "none"
+    # the random-init baseline's identity names its input normalisation
+    ids = {norm: encoder_identity(argparse.Namespace(checkpoint="random", backbone="r3d_tiny",
+                                                     branch="global", input_norm=norm, seed=0))
+           for norm in (None, "none", "clip")}
+    assert ids[None] == ids["none"] != ids["clip"]

@@ -82,6 +82,22 @@ def test_static_frame_equals_middle_of_long_repeated_clip(stage: str) -> None:
                               atol=1e-3)
 
 
+def test_frame_encoder_applies_the_networks_input_norm() -> None:
+    """A network trained with input_norm=clip sees frames normalised the same way: its static
+    frame map equals the middle of a long still clip through the network itself."""
+    torch.manual_seed(0)
+    net = build_backbone("r3d_tiny", input_norm="clip").eval()
+    x = torch.rand(2, 3, 40, 56) * 0.6 - 0.5
+    with torch.no_grad():
+        want = net.forward_features(x.unsqueeze(2).expand(-1, -1, 16, -1, -1).contiguous())
+    got = FrameEncoder(net, "res3", "static")(x)
+    middle = want["res3"].shape[2] // 2
+    torch.testing.assert_close(got, want["res3"][:, :, middle], rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    plain = build_backbone("r3d_tiny", input_norm="none").eval()  # the same weights
+    assert not torch.allclose(FrameEncoder(plain, "res3", "static")(x), got, atol=1e-3)
+
+
 def test_encoder_strides_and_shapes() -> None:
     net = _randomised_net("r3d_tiny")
     x = torch.zeros(1, 3, 127, 255)

@@ -96,3 +96,43 @@ def test_zero_init_residual_makes_blocks_identity_at_start():
 def test_unknown_backbone_names_the_allowed_values():
     with pytest.raises(ValueError, match="r3d50"):
         build_backbone("resnet9000")
+
+
+def _naive_standardize(x):
+    """Per-sample loop: minus the per-channel mean, divided by (std over everything + 0.01)."""
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        centred = torch.stack([x[i, c] - x[i, c].mean() for c in range(x.shape[1])])
+        values = centred.flatten().double()
+        std = math.sqrt(sum((v - values.mean()) ** 2 for v in values) / (len(values) - 1))
+        out[i] = centred / (std + 0.01)
+    return out
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 2, 4, 5), (2, 3, 6, 7)])
+def test_standardize_clip_matches_a_naive_loop(shape):
+    from constcl.models.r3d import standardize_clip
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.testing.assert_close(standardize_clip(x), _naive_standardize(x), rtol=1e-5, atol=1e-6)
+    flat = torch.full(shape, 0.3)
+    assert torch.equal(standardize_clip(flat), torch.zeros(shape))  # no amplified noise
+
+
+def test_input_norm_clip_makes_the_network_blind_to_brightness_and_contrast():
+    """With input_norm=clip, a clip scaled by a > 0 and shifted per channel (what brightness
+    and contrast jitter do, before clipping) gives the same features up to the 0.01 added to
+    the standard deviation (~0.23 here, so a few percent); without it, it does not."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 4, 32, 32, generator=gen) * 0.8 - 0.4
+    moved = 1.7 * x + torch.tensor([0.2, -0.1, 0.3]).view(1, 3, 1, 1, 1)
+    change = {}
+    for norm in ("clip", "none"):
+        torch.manual_seed(0)
+        net = build_backbone("r3d_tiny", input_norm=norm).eval()
+        with torch.no_grad():
+            a, b = net(x), net(moved)
+        change[norm] = float((a - b).norm() / a.norm())
+    assert change["clip"] < 0.05 and change["none"] > 0.3, change
+    with pytest.raises(ValueError, match="allowed"):
+        build_backbone("r3d_tiny", input_norm="batch")

@@ -25,9 +25,11 @@ log = logging.getLogger("constcl.demo")
 
 
 def _probe(checkpoint: str, world: Path, out: Path, cfg: Config) -> dict:
-    """Linear probe of one backbone on the synthetic world; returns its results.json."""
+    """Linear probe of one backbone on the synthetic world; returns its results.json. The
+    random-init network gets the run's input normalisation, so it differs only in weights."""
     return classify.run(classify.Settings(
         checkpoint=checkpoint, backbone=cfg.model.backbone, branch="global", data=world,
+        input_norm=cfg.model.input_norm if checkpoint == "random" else None,
         out=out, frames=cfg.data.clip_frames, size=cfg.data.size, clips=2, crops=1, epochs=60,
         workers=cfg.data.workers))
 

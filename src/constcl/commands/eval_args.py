@@ -9,12 +9,14 @@ from typing import Any, TypeVar
 
 from constcl.eval.encoder import BRANCHES
 from constcl.eval.frame_encoder import ENCODER_STAGES, FRAME_MODES
+from constcl.models.r3d import INPUT_NORMS
 
 T = TypeVar("T")
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint --backbone --branch --seed --device --workers --out --cache-dir``
+    """``--checkpoint --backbone --branch --input-norm --seed --device --workers --out
+    --cache-dir``
     (the fields of :class:`constcl.eval.settings.EncoderSettings`)."""
     parser.add_argument("--checkpoint", required=True,
                         help="backbone.safetensors written by `constcl pretrain`, or 'random' "
@@ -24,6 +26,9 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint's metadata when omitted")
     parser.add_argument("--branch", choices=BRANCHES, default="global",
                         help="which res5 copy to evaluate: global (copy 1) or local (copy 2)")
+    parser.add_argument("--input-norm", choices=INPUT_NORMS, default=None,
+                        help="input normalisation of a random-init network (default none); a "
+                             "checkpoint's comes from its metadata")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random-init weights and of the classifier training")
     parser.add_argument("--device", default="auto",

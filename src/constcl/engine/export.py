@@ -31,7 +31,8 @@ def export_backbone(model: ConSTCL, path: str | Path, config: dict) -> Path:
     """Write the backbone tensors atomically (temporary file, then rename)."""
     path = Path(path)
     meta = {"backbone": config["model"]["backbone"], "variant": config["model"]["variant"],
-            "local_source": config["model"]["local_source"], "config": json.dumps(config),
+            "local_source": config["model"]["local_source"],
+            "input_norm": config["model"].get("input_norm", "none"), "config": json.dumps(config),
             "format": "constcl-backbone-v1"}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(backbone_tensors(model), str(tmp), metadata=meta)

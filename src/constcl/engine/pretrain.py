@@ -137,7 +137,8 @@ def build_network(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Modu
     m = cfg.model
     model = build_model(m.backbone, variant=m.variant, local_source=m.local_source,
                         context_length=m.context_length, zero_init_residual=m.zero_init_residual,
-                        losses=LossWeights(**vars(cfg.loss)), embed_dim=m.embed_dim,
+                        losses=LossWeights(**vars(cfg.loss)), input_norm=m.input_norm,
+                        embed_dim=m.embed_dim,
                         decoder_layers=m.decoder_layers, decoder_units=m.decoder_units,
                         decoder_width=m.decoder_width)
     if m.sync_bn and dist.world_size() > 1:

@@ -41,10 +41,13 @@ def _flat(values: dict[str, Any]) -> dict[str, Any]:
             if isinstance(entries, dict) for key, value in entries.items()}
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """{dotted field: (old value, new value)} of the fields set in both nested dicts that
-    differ (fields unknown to either side, e.g. added since the checkpoint, are skipped)."""
-    a, b = _flat(old), _flat(new)
+def config_changes(old: dict[str, Any], new: dict[str, Any],
+                   defaults: dict[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
+    """{dotted field: (old value, new value)} of the fields that differ between two nested
+    dicts. A field the old config lacks (added to the library after the checkpoint was written)
+    takes its value from ``defaults`` (the run then behaved as that default); fields unknown to
+    the new config, or to both ``old`` and ``defaults``, are skipped."""
+    a, b = {**_flat(defaults or {}), **_flat(old)}, _flat(new)
     return {key: (a[key], b[key]) for key in sorted(a.keys() & b.keys()) if a[key] != b[key]}
 
 
@@ -66,7 +69,7 @@ def check_resume_config(cfg: Config, state: dict[str, Any], source: str
                     source)
         return {}
     old = json.loads(saved) if isinstance(saved, str) else saved
-    changes = config_changes(old, to_dict(cfg))
+    changes = config_changes(old, to_dict(cfg), defaults=to_dict(Config()))
     shape = {k: v for k, v in changes.items() if resume_kind(k) == "shape"}
     if shape:
         raise ConfigError(f"cannot resume from {source}: the model differs from the "

@@ -1,10 +1,11 @@
 """The frozen network every evaluation reads: which checkpoint and branch, and loading it.
 
 ``load_backbone`` turns a ``backbone.safetensors`` (or None for random weights) into an ``R3D``.
-Every task's settings name the network with the same four fields (:class:`EncoderChoice`:
-``checkpoint``, ``backbone``, ``branch``, ``seed``); ``load_encoder`` builds it from them and
-``encoder_identity`` is the part of a feature-cache key that names it (a hash of the
-checkpoint's tensors and metadata, or backbone name + seed for the random-init baseline).
+Every task's settings name the network with the same fields (:class:`EncoderChoice`:
+``checkpoint``, ``backbone``, ``branch``, ``input_norm``, ``seed``); ``load_encoder`` builds it
+from them and ``encoder_identity`` is the part of a feature-cache key that names it (a hash of
+the checkpoint's tensors and metadata, or backbone name, input normalisation and seed for the
+random-init baseline).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class EncoderChoice(Protocol):
     checkpoint: str | Path  # backbone.safetensors, or "random" for the random-init baseline
     backbone: str | None  # family member; read from the checkpoint's metadata when None
     branch: str  # "global" (res5 copy 1) or "local" (copy 2)
+    input_norm: str | None  # random init: None means "none"; a checkpoint's is in its metadata
     seed: int  # seed of the random-init weights
 
 
@@ -52,7 +54,17 @@ def check_encoder_choice(choice: EncoderChoice) -> None:
     if path is not None and not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if path is not None:
-        _read_header(path)
+        _check_input_norm(path, _read_header(path), choice.input_norm)
+
+
+def _check_input_norm(path: Path, meta: dict[str, str], wanted: str | None) -> str:
+    """The checkpoint's input normalisation (``"none"`` for exports that predate the field);
+    ValueError when ``wanted`` is given and differs."""
+    stored = meta.get("input_norm", "none")
+    if wanted is not None and wanted != stored:
+        raise ValueError(f"input_norm={wanted!r} does not match checkpoint {str(path)!r}, which "
+                         f"was trained with input_norm={stored!r}; leave input_norm unset")
+    return stored
 
 
 def _read_header(path: Path) -> dict[str, str]:
@@ -79,8 +91,9 @@ def load_encoder(choice: EncoderChoice) -> R3D:
             raise ValueError("checkpoint 'random' needs a backbone name (e.g. r3d50)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(choice.seed)
-            return load_backbone(None, choice.branch, choice.backbone)
-    return load_backbone(path, choice.branch, choice.backbone)
+            return load_backbone(None, choice.branch, choice.backbone,
+                                 input_norm=choice.input_norm)
+    return load_backbone(path, choice.branch, choice.backbone, input_norm=choice.input_norm)
 
 
 def weights_digest(path: str | Path) -> str:
@@ -113,7 +126,10 @@ def encoder_identity(choice: EncoderChoice) -> dict[str, Any]:
     checkpoint, or backbone name + seed for random weights)."""
     path = checkpoint_path(choice)
     if path is None:
-        return {"random": choice.backbone, "seed": choice.seed, "branch": choice.branch}
+        identity = {"random": choice.backbone, "seed": choice.seed, "branch": choice.branch}
+        if choice.input_norm not in (None, "none"):  # keeps the older caches' keys valid
+            identity["input_norm"] = choice.input_norm
+        return identity
     return {"weights_sha256": weights_digest(path), "backbone": choice.backbone,
             "branch": choice.branch}
 
@@ -126,7 +142,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_backbone(checkpoint: str | Path | None, branch: str = "global",
-                  backbone: str | None = None) -> R3D:
+                  backbone: str | None = None, input_norm: str | None = None) -> R3D:
     """An ``R3D`` whose res5 is the chosen copy, in eval mode.
 
     Args:
@@ -136,6 +152,9 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
         branch: ``global`` (res5 copy 1) or ``local`` (res5 copy 2 of the Y shape; for the
             ``shared`` variant both are the same res5).
         backbone: family member name; read from the file's metadata when None.
+        input_norm: input normalisation (``models.r3d.INPUT_NORMS``). For a checkpoint it is
+            read from the metadata (``"none"`` for older files) and must match when given; for
+            random weights None means ``"none"``.
 
     Raises FileNotFoundError for a missing file and ValueError for a missing branch or keys that
     do not fit (missing and unexpected keys are listed).
@@ -145,7 +164,7 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
     if checkpoint is None:
         if backbone is None:
             raise ValueError("a random-init backbone needs the backbone name (e.g. r3d50)")
-        return build_backbone(backbone).eval()
+        return build_backbone(backbone, input_norm=input_norm or "none").eval()
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
@@ -156,6 +175,7 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except SafetensorError as err:
         raise ConstclError(f"checkpoint {str(path)!r} cannot be read ({err})") from err
+    norm = _check_input_norm(path, meta, input_norm)
     name = backbone or meta.get("backbone")
     if name is None:
         raise ValueError(f"{path} has no backbone name in its metadata; pass backbone=...")
@@ -172,7 +192,7 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
             state[key[len("trunk."):]] = value
         elif key.startswith(res5_prefix):
             state["res5." + key[len(res5_prefix):]] = value
-    net = build_backbone(name)
+    net = build_backbone(name, input_norm=norm)
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path} does not fit backbone {name!r}: missing {result.missing_keys[:5]}"

@@ -25,6 +25,7 @@ from typing import Any
 
 from constcl.eval.encoder import BRANCHES
 from constcl.eval.frame_encoder import ENCODER_STAGES, FRAME_MODES
+from constcl.models.r3d import INPUT_NORMS
 
 __all__ = ["EncoderSettings", "FrameEncoderSettings", "as_paths", "check_choice", "check_positive"]
 
@@ -63,6 +64,9 @@ class EncoderSettings:
     backbone: backbone name (r3d50, r3d26, r3d_small, r3d_tiny); read from the checkpoint's
         metadata when None.
     branch: which res5 copy to evaluate: ``global`` (copy 1) or ``local`` (copy 2).
+    input_norm: input normalisation (``models.r3d.INPUT_NORMS``) of the random-init baseline
+        (None: ``"none"``); a checkpoint's comes from its metadata, and a value given here must
+        match it.
     seed: seed of the random-init weights and of the classifier training.
     device: ``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:1``, ...
     workers: DataLoader worker processes that decode videos (0: in-process).
@@ -74,6 +78,7 @@ class EncoderSettings:
     out: str | Path
     backbone: str | None = None
     branch: str = "global"
+    input_norm: str | None = None
     seed: int = 0
     device: str = "auto"
     workers: int = 2
@@ -82,6 +87,8 @@ class EncoderSettings:
     def __post_init__(self) -> None:
         as_paths(self, "out", "cache_dir")
         check_choice("branch", self.branch, BRANCHES)
+        if self.input_norm is not None:
+            check_choice("input_norm", self.input_norm, INPUT_NORMS)
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0; got {self.workers}")
 

@@ -114,9 +114,11 @@ class ConSTCL(nn.Module):
 
 def build_model(backbone: str = "r3d50", variant: str = "constcl", local_source: str = "y",
                 context_length: int = 5, zero_init_residual: bool = False,
-                losses: LossWeights | None = None, **head_kwargs: int) -> ConSTCL:
-    """Build a ConST-CL model by backbone name; ``head_kwargs`` go to ``ConSTCL``
-    (embed_dim, decoder_layers, decoder_units, decoder_width)."""
-    net = build_backbone(backbone, zero_init_residual=zero_init_residual)
+                losses: LossWeights | None = None, input_norm: str = "none",
+                **head_kwargs: int) -> ConSTCL:
+    """Build a ConST-CL model by backbone name; ``input_norm`` goes to the backbone
+    (``models.r3d.INPUT_NORMS``), ``head_kwargs`` to ``ConSTCL`` (embed_dim, decoder_layers,
+    decoder_units, decoder_width)."""
+    net = build_backbone(backbone, zero_init_residual=zero_init_residual, input_norm=input_norm)
     return ConSTCL(net, variant=variant, local_source=local_source,
                    context_length=context_length, losses=losses, **head_kwargs)

@@ -21,6 +21,13 @@ Initialisation: convolutions use He (Kaiming) normal with fan-out and ReLU gain,
 ResNets do; BatchNorm starts at gamma 1, beta 0. ``zero_init_residual=True`` zeroes the gamma of
 the last BN of every bottleneck, so each block starts as the identity (Goyal et al. 2017); it is
 off by default to match the reference, and worth trying when large-batch training is unstable.
+
+Input normalisation (``input_norm``, not in the paper): ``"none"`` feeds the [-1, 1] clip as it
+is (SPEC); ``"clip"`` first standardises each clip on its own, subtracting its per-channel mean
+and dividing by its standard deviation over all channels and positions. That removes the clip's
+brightness and contrast (and its mean colour cast), which the colour augmentation changes
+independently in the two views; ``docs/method.md`` ("Input normalisation") has the measurements
+that make it the demo's setting: at a few hundred CPU steps a network without it collapses.
 """
 
 from __future__ import annotations
@@ -31,6 +38,20 @@ import torch
 from torch import nn
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
+INPUT_NORMS = ("none", "clip")
+_CLIP_NORM_EPS = 1e-2  # a flat clip (std 0) maps to zeros, not to amplified noise
+
+
+def standardize_clip(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample standardisation: (B, C, ...) -> same shape, each sample minus its per-channel
+    mean over the remaining dims, divided by its standard deviation over (C, ...) plus 0.01.
+
+    Works for clips (B, C, T, H, W) and frames (B, C, H, W) alike; a still clip and its frame
+    get the same statistics.
+    """
+    x = x - x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+    std = x.flatten(1).std(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    return x / (std + _CLIP_NORM_EPS)
 
 
 @dataclass(frozen=True)
@@ -118,9 +139,13 @@ class R3D(nn.Module):
     Input x: (B, 3, T, H, W), values in [-1, 1].
     """
 
-    def __init__(self, spec: R3DSpec, zero_init_residual: bool = False) -> None:
+    def __init__(self, spec: R3DSpec, zero_init_residual: bool = False,
+                 input_norm: str = "none") -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm {input_norm!r} is unknown; allowed: {list(INPUT_NORMS)}")
         self.spec = spec
+        self.input_norm = input_norm
         self.stem = nn.Sequential(
             nn.Conv3d(3, spec.stem_width, (5, 7, 7), stride=(2, 2, 2), padding=(2, 3, 3),
                       bias=False),
@@ -141,10 +166,14 @@ class R3D(nn.Module):
     def out_channels(self) -> int:
         return self.spec.out_channels[3]
 
+    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input normalisation (``input_norm``) every path into the stem applies first."""
+        return standardize_clip(x) if self.input_norm == "clip" else x
+
     def forward_trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stem to res4: endpoints ``res2``, ``res3``, ``res4``."""
         feats = {}
-        x = self.stem(x)
+        x = self.stem(self.normalize_input(x))
         for name in STAGE_NAMES[:3]:
             x = getattr(self, name)(x)
             feats[name] = x
@@ -175,11 +204,13 @@ def init_weights(module: nn.Module, zero_init_residual: bool = False) -> None:
                 nn.init.zeros_(m.bn3.weight)
 
 
-def build_backbone(name: str = "r3d50", zero_init_residual: bool = False) -> R3D:
-    """Build a family member by name: one of ``SPECS`` (r3d50, r3d26, r3d_small, r3d_tiny)."""
+def build_backbone(name: str = "r3d50", zero_init_residual: bool = False,
+                   input_norm: str = "none") -> R3D:
+    """Build a family member by name: one of ``SPECS`` (r3d50, r3d26, r3d_small, r3d_tiny);
+    ``input_norm`` is one of ``INPUT_NORMS`` (module docstring)."""
     if name not in SPECS:
         raise ValueError(f"backbone name {name!r} is unknown; allowed: {sorted(SPECS)}")
-    return R3D(SPECS[name], zero_init_residual=zero_init_residual)
+    return R3D(SPECS[name], zero_init_residual=zero_init_residual, input_norm=input_norm)
 
 
 def r3d_50(zero_init_residual: bool = False) -> R3D:
