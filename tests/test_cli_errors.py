@@ -154,6 +154,7 @@ def test_library_errors_survive_pytorchs_one_argument_re_raise():
     (["eval", "classify", "--frames", "x"], ["constcl eval classify", "--frames", "'x'"]),
     (["nosuch"], ["invalid choice", "'nosuch'"]),
     (["data", "check"], ["constcl data check", "required", "path"]),
+    (["data", "synth", "w", "--out", "x"], ["constcl data synth", "unrecognized", "--out x"]),
 ])
 def test_usage_errors_are_one_line(capsys, argv, words):
     with pytest.raises(SystemExit) as exit_info:

@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     },
     "bench": ("constcl.commands.bench", "pretrain four encoders on the synthetic world and "
               "evaluate each on every task"),
+    "convert": {
+        "tf": ("constcl.commands.convert_tf", "convert a TF Model Garden CVRL checkpoint to a "
+               "constcl backbone.safetensors"),
+    },
 }
 
 
@@ -62,7 +66,7 @@ def _add_command(subparsers: argparse._SubParsersAction, name: str, spec: tuple[
     """Add one command; only the selected command's module is imported (for its arguments)."""
     module_name, help_text = spec
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(_module=module_name)
+    parser.set_defaults(_module=module_name, _parser=parser)
     if not selected:
         return
     try:
@@ -125,7 +129,9 @@ def _debug_requested(args: argparse.Namespace) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser, so the hint names its --help
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     handler = logging.StreamHandler()
     handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                     datefmt="%H:%M:%S"))

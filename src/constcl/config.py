@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from constcl.models.constcl import LOCAL_SOURCES, VARIANTS
-from constcl.models.r3d import INPUT_NORMS, SPECS
+from constcl.models.r3d import INPUT_NORMS, PADDINGS, SPECS
 
 
 class ConfigError(ValueError):
@@ -86,6 +86,19 @@ class ModelConfig:
     (each clip standardised on its own: minus its per-channel mean, divided by its standard
     deviation). The demo and the bench use clip: without it the global branch collapses in
     short CPU runs (docs/method.md, "Input normalisation")."""
+    padding: str = "torch"
+    """Convolution padding: torch (symmetric, k // 2 each side) or tf_same (TensorFlow's 'same':
+    asymmetric for strided convs and the stem pool on even sizes). Weights converted from a TF
+    checkpoint (constcl convert tf) compute TF's features only with tf_same and
+    model.input_norm=unit (the [0, 1] input range of TF Model Garden video models), so set both
+    with model.init_from=<converted file> (pretraining refuses a mismatch). Changes the function
+    the network computes, not its parameters: run-altering on resume."""
+    init_from: str = ""
+    """A backbone.safetensors (from constcl pretrain, or the published CVRL weights converted
+    by constcl convert tf) that initialises the trunk and both res5 copies (res5_local from the
+    file's res5_local, else its res5_global); the heads stay random. Its backbone, input_norm
+    and padding must equal this config's. Empty: random initialisation. On resume the
+    checkpoint's weights replace it; changing it is run-altering."""
     zero_init_residual: bool = False
     """Zero the last BN gamma of each block; try it if large-batch training is unstable."""
     sync_bn: bool = True
@@ -178,7 +191,7 @@ class TrainConfig:
     dotted names (e.g. [train.steps, optim.base_lr]; comma-separated on the command line) or
     'all'. Run-altering: data.* except data.workers, loss.*, optim.*, train.steps,
     train.batch_size, train.seed, train.precision, model.input_norm, model.zero_init_residual,
-    model.sync_bn;
+    model.sync_bn, model.padding, model.init_from;
     each allowed change is logged as a WARNING and recorded in RUN/config_history.jsonl. Shape
     fields (model.backbone, variant, local_source, embed_dim, context_length, decoder_layers,
     decoder_units, decoder_width) can never change on resume. All other fields (out_dir,
@@ -208,6 +221,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.variant": VARIANTS,
     "model.local_source": LOCAL_SOURCES,
     "model.input_norm": INPUT_NORMS,
+    "model.padding": PADDINGS,
     "optim.name": ("sgd", "lars"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("bf16", "fp32"),
@@ -358,6 +372,19 @@ def validate(cfg: Config) -> None:
     if source != "synthetic" and not Path(source).expanduser().exists():
         raise ConfigError(f"data.source={source!r} does not exist; give a folder of videos, a "
                           f"CSV, a .txt list of paths, or 'synthetic'")
+    init_from = cfg.model.init_from
+    if init_from and not Path(init_from).expanduser().is_file():
+        raise ConfigError(f"model.init_from={init_from!r} does not exist; give a "
+                          "backbone.safetensors (constcl pretrain / constcl convert tf)")
+    if init_from:  # before any run folder is written; imported here: engine imports config
+        from constcl.engine.init_from import check_init_from
+        from constcl.errors import ConstclError
+
+        try:
+            check_init_from(init_from, cfg.model.backbone, cfg.model.input_norm,
+                            cfg.model.padding)
+        except ConstclError as err:
+            raise ConfigError(str(err)) from err
     _validate_resume_fields(cfg, flat)
     if cfg.data.region_generator == "detections" and cfg.model.variant == "cvrl":
         raise ConfigError("data.region_generator=detections is useless with model.variant=cvrl")

@@ -2,7 +2,8 @@
 
 Keys: ``trunk.*`` (stem to res4), ``res5_global.*`` (res5 copy 1, feeding the global head) and,
 for the Y shape, ``res5_local.*`` (copy 2, feeding the region head). Metadata holds the backbone
-name, variant, local source and the whole config as JSON.
+name, variant, local source, input normalisation, convolution padding (``models.r3d.PADDINGS``;
+``eval.encoder.load_backbone`` builds the network with it) and the whole config as JSON.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def export_backbone(model: ConSTCL, path: str | Path, config: dict) -> Path:
     path = Path(path)
     meta = {"backbone": config["model"]["backbone"], "variant": config["model"]["variant"],
             "local_source": config["model"]["local_source"],
-            "input_norm": config["model"].get("input_norm", "none"), "config": json.dumps(config),
+            "input_norm": config["model"].get("input_norm", "none"),
+            "padding": config["model"].get("padding", "torch"), "config": json.dumps(config),
             "format": "constcl-backbone-v1"}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(backbone_tensors(model), str(tmp), metadata=meta)

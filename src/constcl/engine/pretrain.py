@@ -32,6 +32,7 @@ from constcl.engine import checkpoint as ckpt
 from constcl.engine import resume as resuming
 from constcl.engine.data import build_loader, device_batches, training_videos
 from constcl.engine.export import export_backbone
+from constcl.engine.init_from import load_init_weights
 from constcl.engine.logger import RankFilter, RunLogger
 from constcl.engine.monitor import UpdateMonitor
 from constcl.engine.optim import auto_local_lr_scale, build_optimizer
@@ -138,9 +139,11 @@ def build_network(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Modu
     model = build_model(m.backbone, variant=m.variant, local_source=m.local_source,
                         context_length=m.context_length, zero_init_residual=m.zero_init_residual,
                         losses=LossWeights(**vars(cfg.loss)), input_norm=m.input_norm,
-                        embed_dim=m.embed_dim,
+                        padding=m.padding, embed_dim=m.embed_dim,
                         decoder_layers=m.decoder_layers, decoder_units=m.decoder_units,
                         decoder_width=m.decoder_width)
+    if m.init_from:  # trunk + both res5 copies; heads stay random (engine/init_from.py)
+        load_init_weights(model, m.init_from, m.backbone, m.input_norm, m.padding)
     if m.sync_bn and dist.world_size() > 1:
         if device.type != "cuda":
             raise ConfigError("model.sync_bn=true needs CUDA devices (PyTorch's SyncBatchNorm "

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from constcl.errors import ConstclError
-from constcl.models.r3d import R3D, build_backbone
+from constcl.models.r3d import PADDINGS, R3D, build_backbone
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,10 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
             read from the metadata (``"none"`` for older files) and must match when given; for
             random weights None means ``"none"``.
 
+    The convolution padding (``models.r3d.PADDINGS``) is the checkpoint's metadata ``padding``
+    (``"torch"`` for files without it; ``"tf_same"`` for weights converted from TensorFlow by
+    ``constcl convert tf``); random weights use ``"torch"``.
+
     Raises FileNotFoundError for a missing file and ValueError for a missing branch or keys that
     do not fit (missing and unexpected keys are listed).
     """
@@ -192,7 +196,11 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
             state[key[len("trunk."):]] = value
         elif key.startswith(res5_prefix):
             state["res5." + key[len(res5_prefix):]] = value
-    net = build_backbone(name, input_norm=norm)
+    padding = meta.get("padding", "torch")
+    if padding not in PADDINGS:
+        raise ValueError(f"{path}: metadata padding={padding!r} is unknown; allowed: "
+                         f"{list(PADDINGS)}")
+    net = build_backbone(name, input_norm=norm, padding=padding)
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path} does not fit backbone {name!r}: missing {result.missing_keys[:5]}"

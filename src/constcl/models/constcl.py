@@ -115,10 +115,12 @@ class ConSTCL(nn.Module):
 def build_model(backbone: str = "r3d50", variant: str = "constcl", local_source: str = "y",
                 context_length: int = 5, zero_init_residual: bool = False,
                 losses: LossWeights | None = None, input_norm: str = "none",
-                **head_kwargs: int) -> ConSTCL:
-    """Build a ConST-CL model by backbone name; ``input_norm`` goes to the backbone
-    (``models.r3d.INPUT_NORMS``), ``head_kwargs`` to ``ConSTCL`` (embed_dim, decoder_layers,
+                padding: str = "torch", **head_kwargs: int) -> ConSTCL:
+    """Build a ConST-CL model by backbone name; ``input_norm`` and ``padding`` go to the
+    backbone (``models.r3d.INPUT_NORMS``, ``models.r3d.PADDINGS``; the second res5 copy gets
+    the same padding), ``head_kwargs`` to ``ConSTCL`` (embed_dim, decoder_layers,
     decoder_units, decoder_width)."""
-    net = build_backbone(backbone, zero_init_residual=zero_init_residual, input_norm=input_norm)
+    net = build_backbone(backbone, zero_init_residual=zero_init_residual, input_norm=input_norm,
+                         padding=padding)
     return ConSTCL(net, variant=variant, local_source=local_source,
                    context_length=context_length, losses=losses, **head_kwargs)
