@@ -36,7 +36,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from constcl.models.r3d import R3D, STAGE_NAMES
+from constcl.models.r3d import R3D, STAGE_NAMES, normalize_input
 
 FRAME_MODES = ("static", "repeat")
 ENCODER_STAGES = STAGE_NAMES  # res2, res3, res4, res5
@@ -69,7 +69,7 @@ class FrameEncoder(nn.Module):
         self.stage, self.frame_mode, self.clip_len = stage, frame_mode, clip_len
         last = ENCODER_STAGES.index(stage)
         net = copy.deepcopy(net).eval()
-        self.normalize_input = net.normalize_input  # the network's input normalisation
+        self.input_norm = net.input_norm
         self.stem = net.stem
         self.stages = nn.ModuleList(getattr(net, n) for n in ENCODER_STAGES[: last + 1])
         self.stride = stage_stride(stage)
@@ -96,7 +96,7 @@ class FrameEncoder(nn.Module):
             raise ValueError(f"expected (N, 3, H, W) images; got shape {tuple(images.shape)}")
         t = 1 if self.frame_mode == "static" else self.clip_len
         x = images.unsqueeze(2).expand(-1, -1, t, -1, -1)
-        x = self.stem(self.normalize_input(x))
+        x = self.stem(normalize_input(x, self.input_norm))
         for stage_module in self.stages:
             x = stage_module(x)
         return x[:, :, x.shape[2] // 2]

@@ -27,7 +27,8 @@ from constcl.eval.encoder import BRANCHES
 from constcl.eval.frame_encoder import ENCODER_STAGES, FRAME_MODES
 from constcl.models.r3d import INPUT_NORMS
 
-__all__ = ["EncoderSettings", "FrameEncoderSettings", "as_paths", "check_choice", "check_positive"]
+__all__ = ["ClipProbeSettings", "EncoderSettings", "FrameEncoderSettings", "as_paths",
+           "check_choice", "check_positive"]
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     """Raise ``ValueError`` naming the field and its allowed values."""
@@ -95,6 +96,33 @@ class EncoderSettings:
     def replace(self, **changes: Any) -> Any:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipProbeSettings(EncoderSettings):
+    """The fields of the tasks that encode clips and train a classifier on the frozen features
+    (classify, detect); each task's docstring says what they count there.
+
+    frames, stride, size: frames per clip, temporal stride, short side of the frames.
+    epochs, lr, batch_size, weight_decay: the classifier's SGD schedule.
+    encode_batch_size: inputs per forward pass of the frozen encoder.
+    """
+
+    frames: int = 32
+    stride: int = 2
+    size: int = 256
+    epochs: int = 100
+    lr: float = 0.1
+    batch_size: int = 256
+    weight_decay: float = 0.0
+    encode_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "frames", "stride", "size", "epochs", "lr", "batch_size",
+                       "encode_batch_size")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
 
 
 @dataclass(frozen=True, kw_only=True)

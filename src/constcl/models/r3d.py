@@ -152,6 +152,14 @@ class TFSameMaxPool3d(nn.MaxPool3d):
         return super().forward(_tf_same_pad(x, self.kernel_size, self.stride, float("-inf")))
 
 
+def normalize_input(x: torch.Tensor, input_norm: str) -> torch.Tensor:
+    """(B, 3, ...) [-1, 1] input -> what the stem of a network with ``input_norm`` reads (one of
+    ``INPUT_NORMS``, module docstring)."""
+    if input_norm == "unit":
+        return (x + 1.0) * 0.5
+    return standardize_clip(x) if input_norm == "clip" else x
+
+
 class Bottleneck(nn.Module):
     """Bottleneck block: (B, C_in, T, H, W) -> (B, 4 * width, T, H / stride, W / stride)."""
 
@@ -250,9 +258,7 @@ class R3D(nn.Module):
 
     def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
         """The input normalisation (``input_norm``) every path into the stem applies first."""
-        if self.input_norm == "unit":
-            return (x + 1.0) * 0.5
-        return standardize_clip(x) if self.input_norm == "clip" else x
+        return normalize_input(x, self.input_norm)
 
     def forward_trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stem to res4: endpoints ``res2``, ``res3``, ``res4``."""

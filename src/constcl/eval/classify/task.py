@@ -46,7 +46,7 @@ from constcl.eval.metrics.classification import aggregate_by_video, retrieval_hi
 from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, confusion_matrix, plot_confusion, plot_training_curve
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
-from constcl.eval.settings import EncoderSettings, as_paths, check_choice, check_positive
+from constcl.eval.settings import ClipProbeSettings, as_paths, check_choice, check_positive
 from constcl.eval.views import ViewSpec
 from constcl.faults import kill_on_fault
 
@@ -58,7 +58,7 @@ MODES = ("linear", "finetune", "knn")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings(EncoderSettings):
+class Settings(ClipProbeSettings):
     """``constcl eval classify``: action classification on frozen (or fine-tuned) features.
 
     data: data-set root or split folder: ``ucfTrainTestlist/``, ``testTrainMulti_7030_splits/``
@@ -83,18 +83,10 @@ class Settings(EncoderSettings):
     split: int = 1
     videos: str | Path | None = None
     mode: str = "linear"
-    frames: int = 32
-    stride: int = 2
-    size: int = 256
     clips: int = 10
     crops: int = 3
     train_clips: int | None = None
     train_crops: int = 1
-    epochs: int = 100
-    lr: float = 0.1
-    batch_size: int = 256
-    weight_decay: float = 0.0
-    encode_batch_size: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,11 +96,8 @@ class Settings(EncoderSettings):
         check_choice("mode", self.mode, MODES)
         check_choice("crops", self.crops, (1, 3))
         check_choice("train_crops", self.train_crops, (1, 3))
-        check_positive(self, "frames", "stride", "size", "clips", "epochs", "lr", "batch_size",
-                       "encode_batch_size")
+        check_positive(self, "clips")
         check_positive(self, "train_clips", allow_none=True)
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
 
 
 # --------------------------------------------------------------------------- scoring

@@ -48,7 +48,7 @@ from constcl.eval.metrics.ava_map import AVAMapResult, ava_frame_map
 from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, plot_training_curve
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
-from constcl.eval.settings import EncoderSettings, as_paths, check_choice, check_positive
+from constcl.eval.settings import ClipProbeSettings, as_paths, check_choice, check_positive
 from constcl.eval.views import centred_indices, to_model_input
 from constcl.models.r3d import R3D
 
@@ -61,7 +61,7 @@ BOX_SOURCES = ("gt", "detections")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings(EncoderSettings):
+class Settings(ClipProbeSettings):
     """``constcl eval detect``: AVA-style frame mAP@0.5 of a linear RoI classifier.
 
     data: AVA root holding ``annotations/`` (or a folder holding ``ava/annotations/``).
@@ -86,26 +86,14 @@ class Settings(EncoderSettings):
     det_thresh: float = 0.8
     fps: float | None = None
     time_offset: float = 0.0
-    frames: int = 32
-    stride: int = 2
-    size: int = 256
-    epochs: int = 100
-    lr: float = 0.1
-    batch_size: int = 256
-    weight_decay: float = 0.0
-    encode_batch_size: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
         as_paths(self, "data", "videos", "detections")
         check_choice("boxes", self.boxes, BOX_SOURCES)
-        check_positive(self, "frames", "stride", "size", "epochs", "lr", "batch_size",
-                       "encode_batch_size")
         check_positive(self, "fps", allow_none=True)
         if not 0.0 <= self.det_thresh <= 1.0:
             raise ValueError(f"det_thresh must be in [0, 1]; got {self.det_thresh}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
 
 
 # --------------------------------------------------------------------------- encoding
