@@ -73,17 +73,42 @@ def test_list_config_prints_keys_with_docs(capsys):
     assert "data.color_strength=1.0" in out
 
 
-def test_demo_verdict_needs_a_difference_beyond_two_standard_errors():
+def _outcomes(both: int, only_first: int, only_second: int, neither: int):
+    """Two {video: correct} dicts over the same videos with the given agreement counts."""
+    first, second = {}, {}
+    kinds = [(True, True)] * both + [(True, False)] * only_first + [(False, True)] * only_second
+    kinds += [(False, False)] * neither
+    for i, (x, y) in enumerate(kinds):
+        first[f"v{i}"], second[f"v{i}"] = x, y
+    return first, second
+
+
+def test_demo_verdict_is_a_paired_test_beyond_two_standard_errors():
     from constcl.commands.demo import verdict
 
-    # 40 test videos, 0.5 vs 0.25: se = sqrt((0.25 + 0.1875) / 40) = 0.1046, 2 se = 20.9 points
-    assert verdict(0.50, 0.25, 40).startswith("pretraining beats")
-    assert "+25.0 points, noise +-20.9" in verdict(0.50, 0.25, 40)
-    assert verdict(0.25, 0.50, 40).startswith("random init beats")
-    # 0.30 vs 0.25 is two videos apart but far inside the noise of 40 videos
-    assert verdict(0.30, 0.25, 40).startswith("pretrained and random init do not differ")
-    # 1000 videos: se = sqrt((0.21 + 0.1875) / 1000) = 0.0199; 5 points > 2 se = 3.99
-    assert verdict(0.30, 0.25, 1000).startswith("pretraining beats")
-    # both at 0 or 1: the floor of one test video
-    assert verdict(1.0, 1.0, 10).startswith("pretrained and random init do not differ")
-    assert verdict(0.5, 0.5, 0).startswith("no test video")
+    # 40 videos, 12 right only pretrained, 2 right only random: diff = 10 / 40 = 25 points,
+    # se = sqrt(12 + 2 - 10^2 / 40) / 40 = sqrt(11.5) / 40 = 0.0848, 2 se = 17.0 points
+    ours, base = _outcomes(8, 12, 2, 18)
+    assert verdict(ours, base).startswith("pretraining beats")
+    assert "+25.0 points, noise +-17.0" in verdict(ours, base)
+    assert verdict(base, ours).startswith("random init beats")
+    # 3 vs 1 discordant: diff 5 points, se = sqrt(4 - 4 / 40) / 40 = 0.0494: inside the noise
+    ours, base = _outcomes(10, 3, 1, 26)
+    assert verdict(ours, base).startswith("pretrained and random init do not differ")
+    # the same right and wrong videos: the floor of one video (2 se = 5 points over 40)
+    ours, base = _outcomes(10, 0, 0, 30)
+    assert "+0.0 points, noise +-5.0" in verdict(ours, base)
+    # only videos both probes evaluated count
+    ours, base = _outcomes(8, 12, 2, 18)
+    ours["extra"] = True
+    assert "paired over 40 test videos" in verdict(ours, base)
+    assert verdict({}, {}).startswith("no test video")
+
+
+def test_correct_per_video_reads_a_predictions_file(tmp_path):
+    from constcl.commands.demo import correct_per_video
+
+    path = tmp_path / "predictions.csv"
+    path.write_text("video,label,prediction,top5,scores\na.mp4,3,3,3 1,0.9 0.1\n"
+                    "b.mp4,2,10,10 2,0.6 0.4\n")
+    assert correct_per_video(path) == {"a.mp4": True, "b.mp4": False}

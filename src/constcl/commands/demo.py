@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import logging
 import math
 import time
 from pathlib import Path
 
+from constcl.benchmark import Budget, task_settings
 from constcl.config import Config, ConfigError, load_config
 from constcl.engine.data import synthetic_world_dir
 from constcl.engine.presets import preset_path
@@ -25,27 +28,42 @@ log = logging.getLogger("constcl.demo")
 
 
 def _probe(checkpoint: str, world: Path, out: Path, cfg: Config) -> dict:
-    """Linear probe of one backbone on the synthetic world; returns its results.json. The
-    random-init network gets the run's input normalisation, so it differs only in weights."""
-    return classify.run(classify.Settings(
-        checkpoint=checkpoint, backbone=cfg.model.backbone, branch="global", data=world,
-        input_norm=cfg.model.input_norm if checkpoint == "random" else None,
-        out=out, frames=cfg.data.clip_frames, size=cfg.data.size, clips=2, crops=1, epochs=60,
-        workers=cfg.data.workers))
+    """Linear probe of one backbone on the synthetic world; returns its results.json. The probe
+    is ``constcl bench``'s (same epochs, weight decay, views), and the random-init network gets
+    the run's input normalisation and seed, so the two probes differ only in the weights."""
+    budget = Budget(backbone=cfg.model.backbone, frames=cfg.data.clip_frames, size=cfg.data.size)
+    encoder = {"checkpoint": checkpoint, "backbone": cfg.model.backbone, "branch": "global",
+               "seed": cfg.train.seed,
+               "input_norm": cfg.model.input_norm if checkpoint == "random" else None}
+    settings = task_settings("classify", encoder, world, budget, out)
+    return classify.run(dataclasses.replace(settings, workers=cfg.data.workers))
 
 
-def verdict(pretrained: float, random_init: float, test_videos: int | None) -> str:
-    """One line saying whether the difference of two top-1 accuracies on ``test_videos`` test
-    videos is more than noise: more than two standard errors of the difference of two
-    independent proportions, ``sqrt((p1 (1 - p1) + p2 (1 - p2)) / n)`` (floored at one test
-    video, ``1 / n``)."""
-    if not test_videos:
+def correct_per_video(predictions_csv: Path) -> dict[str, bool]:
+    """``{video: prediction == label}`` from a probe's ``predictions.csv``."""
+    with predictions_csv.open(newline="") as f:
+        return {row["video"]: row["prediction"] == row["label"] for row in csv.DictReader(f)}
+
+
+def verdict(pretrained: dict[str, bool], random_init: dict[str, bool]) -> str:
+    """One line saying whether pretrained beats random init beyond noise on the test videos
+    both probes evaluated (``{video: correct}`` each).
+
+    The two probes see the same videos, so the difference of accuracies is tested paired: with
+    ``n`` videos, ``b`` right only for pretrained and ``c`` right only for random init, the
+    difference is ``(b - c) / n`` with standard error ``sqrt(b + c - (b - c)^2 / n) / n``
+    (floored at one video, ``1 / n``); "beats" means more than two standard errors.
+    """
+    videos = sorted(set(pretrained) & set(random_init))
+    n = len(videos)
+    if not n:
         return "no test video could be evaluated; no comparison"
-    se = max(math.sqrt((pretrained * (1 - pretrained) + random_init * (1 - random_init))
-                       / test_videos), 1.0 / test_videos)
-    diff = pretrained - random_init
-    spread = (f"{100 * diff:+.1f} points, noise +-{200 * se:.1f} (2 standard errors over "
-              f"{test_videos} test videos)")
+    b = sum(pretrained[v] and not random_init[v] for v in videos)
+    c = sum(random_init[v] and not pretrained[v] for v in videos)
+    diff = (b - c) / n
+    se = max(math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n, 1.0 / n)
+    spread = (f"{100 * diff:+.1f} points, noise +-{200 * se:.1f} (2 standard errors, paired over "
+              f"{n} test videos: {b} right only pretrained, {c} right only random init)")
     if diff > 2 * se:
         return f"pretraining beats random init on this budget: {spread}"
     if -diff > 2 * se:
@@ -85,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         ours, base = trained["metrics"]["top1"], random["metrics"]["top1"]
         lines.append(f"linear probe top-1 on the synthetic world ({trained['num_classes']} "
                      f"classes): pretrained {100 * ours:.1f}% vs random init {100 * base:.1f}%")
-        lines.append(verdict(ours, base, trained.get("videos_evaluated", {}).get("test")))
+        lines.append(verdict(correct_per_video(run_dir / "probe" / "predictions.csv"),
+                             correct_per_video(run_dir / "probe_random_init" / "predictions.csv")))
     lines += [f"run folder: {run_dir}",
               f"  metrics: {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tensorboard'})",
               f"  backbone: {run_dir / 'backbone.safetensors'}"]
