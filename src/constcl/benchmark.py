@@ -21,7 +21,6 @@ measure training noise on one fixed world. From Python::
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from constcl.engine.pretrain import pretrain
 from constcl.eval import classify, detect, propagate, track
 from constcl.eval.settings import EncoderSettings
 from constcl.models.constcl import VARIANTS
+from constcl.report import ReportInputs, write_report
 
 log = logging.getLogger("constcl.bench")
 
@@ -210,18 +210,10 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
     (out / "results.json").write_text(json.dumps(
         {"budget": asdict(b), "command": command, "machine": machine(), "minutes": minutes,
          "summary": summary, "runs": runs}, indent=2))
-    rows = "".join(
-        f"<tr><td>{html.escape(r['encoder'])}</td><td>{r['branch']}</td>"
-        + "".join(f"<td>{_cell(r['mean'][c], r['std'][c])}</td>" for c in COLUMNS) + "</tr>"
-        for r in summary)
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in ["encoder", "branch", *COLUMNS])
-    images = "".join(f"<figure><img src='{p.relative_to(out)}' width='420'><figcaption>"
-                     f"{html.escape(str(p.relative_to(out)))}</figcaption></figure>" for p in plots)
-    intro = "".join(f"<p>{html.escape(line)}</p>" for line in header[2:] if line)
-    (out / "report.html").write_text(
-        "<html><head><meta charset='utf-8'><title>constcl bench</title></head><body>"
-        f"<h1>constcl bench</h1>{intro}<table border='1'><tr>{head}</tr>{rows}</table>"
-        f"<h2>Plots</h2>{images}</body></html>")
+    write_report(ReportInputs(
+        out=out, title=header[0].lstrip("# "), setup=[line for line in header[2:] if line],
+        summary=summary, runs=runs, plots=plots, random_name=RANDOM,
+        tasks={task: [title for title, _ in HEADLINES[task]] for task in TASKS}))
 
 
 def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> list[dict]:

@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     },
     "bench": ("constcl.commands.bench", "pretrain four encoders on the synthetic world and "
               "evaluate each on every task"),
+    "viz": {
+        "regions": ("constcl.commands.viz_regions", "draw the region branch's box matches and "
+                    "decoder attention for a video"),
+    },
     "convert": {
         "tf": ("constcl.commands.convert_tf", "convert a TF Model Garden CVRL checkpoint to a "
                "constcl backbone.safetensors"),

@@ -120,6 +120,15 @@ class DecoderLayer(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, U*W) -> (B, U, N, W)
         return x.unflatten(-1, (self.num_units, self.width)).transpose(1, 2)
 
+    def attention(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """The attention weights of :meth:`forward`, written out for inspection (``viz``).
+
+        x: (B, K, query_dim); memory: (B, N, memory_dim) -> (B, U, K, N) softmax(q k^T /
+        sqrt(width)) per unit; each row sums to 1 over the N memory tokens.
+        """
+        q, k = self._split(self.q(x)), self._split(self.k(memory))
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.width), dim=-1)
+
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         q, k, v = self._split(self.q(x)), self._split(self.k(memory)), self._split(self.v(memory))
         o = F.scaled_dot_product_attention(q, k, v) + q  # scale 1/sqrt(width)
@@ -173,6 +182,19 @@ class RegionHead(nn.Module):
         for layer in self.layers:
             x = layer(x, memory)
         return self.proj(x)
+
+    def translate_with_attention(self, queries: torch.Tensor, memory: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`translate` plus every layer's attention weights (opt-in, for ``viz``).
+
+        Returns z (B, K, C), identical to :meth:`translate`, and the weights
+        (num_layers, B, U, K, N) of :meth:`DecoderLayer.attention`, layer by layer.
+        """
+        x, weights = queries, []
+        for layer in self.layers:
+            weights.append(layer.attention(x, memory))
+            x = layer(x, memory)
+        return self.proj(x), torch.stack(weights)
 
     def forward(self, fmap_a: torch.Tensor, fmap_b: torch.Tensor, boxes_a: torch.Tensor,
                 boxes_b: torch.Tensor) -> dict[str, torch.Tensor]:
