@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
                   "scan a folder or CSV of videos and report bad files"),
         "synth": ("constcl.commands.data_synth", "generate the synthetic world with ground truth"),
         "preview": ("constcl.commands.data_preview", "draw the two sampled views of a video"),
+        "prepare": ("constcl.commands.data_prepare", "transcode a source once into a "
+                    "training-ready copy (resumable; loose files or WebDataset shards)"),
     },
     "eval": {
         "classify": ("constcl.commands.eval_classify", "action classification: linear probe, "

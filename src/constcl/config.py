@@ -28,8 +28,10 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = "synthetic"
-    """Videos to train on: a folder tree, a Kinetics-style CSV, a .txt list of paths, or
-    'synthetic' for the built-in synthetic world (generated into synth_dir on first use)."""
+    """Videos to train on: a folder tree, a Kinetics-style CSV, a .txt list of paths, WebDataset
+    shards (a folder written by constcl data prepare --shards, or a .tar path or brace pattern
+    such as /data/k400-{000000..000099}.tar), or 'synthetic' for the built-in synthetic world
+    (generated into synth_dir on first use)."""
     root: str = ""
     """Folder that relative paths and Kinetics ids in a CSV / .txt source are resolved against
     ('' = the list file's folder)."""
@@ -61,6 +63,14 @@ class DataConfig:
     """DataLoader worker processes per training process. Raise it if 'data wait' is high."""
     max_bad_fraction: float = 0.05
     """Stop when more than this fraction of the videos cannot be decoded."""
+    decoder: str = "auto"
+    """Video decoding backend: auto (the one measured fastest for the source kind: see
+    BENCHMARKS.md, "Data throughput"), pyav, or torchcodec (optional: pip install
+    'constcl[torchcodec]' plus FFmpeg's shared libraries, e.g. apt-get install ffmpeg)."""
+    shuffle_buffer: int = 256
+    """Shard sources only: samples held in each worker's shuffle buffer (more mixes better but
+    holds that many encoded videos in memory per worker, ~0.5-1 MB each for prepared 256 px
+    videos)."""
 
 
 @dataclass
@@ -217,6 +227,7 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.region_generator": ("random", "cues", "detections"),
+    "data.decoder": ("auto", "pyav", "torchcodec"),
     "model.backbone": tuple(sorted(SPECS)),
     "model.variant": VARIANTS,
     "model.local_source": LOCAL_SOURCES,
@@ -229,11 +240,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 POSITIVE = ("data.synth_videos", "data.synth_size", "data.clip_frames", "data.frame_stride",
-            "data.size", "data.num_regions", "model.embed_dim", "model.decoder_layers",
-            "model.decoder_units", "model.decoder_width", "loss.global_temperature",
-            "loss.region_temperature", "optim.base_lr", "optim.accumulation_steps",
-            "train.steps", "train.batch_size", "train.log_every", "train.checkpoint_every",
-            "train.keep_checkpoints", "train.max_bad_steps")
+            "data.size", "data.num_regions", "data.shuffle_buffer", "model.embed_dim",
+            "model.decoder_layers", "model.decoder_units", "model.decoder_width",
+            "loss.global_temperature", "loss.region_temperature", "optim.base_lr",
+            "optim.accumulation_steps", "train.steps", "train.batch_size", "train.log_every",
+            "train.checkpoint_every", "train.keep_checkpoints", "train.max_bad_steps")
 NON_NEGATIVE = ("data.short_side", "data.workers", "data.color_strength", "train.cpu_threads",
                 "loss.global_weight", "loss.region_weight",
                 "optim.momentum", "optim.weight_decay", "optim.warmup_steps",
@@ -369,9 +380,11 @@ def validate(cfg: Config) -> None:
     if not source:
         raise ConfigError("data.source is required: a folder of videos, a Kinetics-style CSV, "
                           "a .txt list of paths, or 'synthetic'")
-    if source != "synthetic" and not Path(source).expanduser().exists():
+    if (source != "synthetic" and not Path(source).expanduser().exists()
+            and not source.strip().endswith(".tar")):  # shard patterns are expanded later
         raise ConfigError(f"data.source={source!r} does not exist; give a folder of videos, a "
-                          f"CSV, a .txt list of paths, or 'synthetic'")
+                          f"CSV, a .txt list of paths, a shard folder or .tar pattern, or "
+                          f"'synthetic'")
     init_from = cfg.model.init_from
     if init_from and not Path(init_from).expanduser().is_file():
         raise ConfigError(f"model.init_from={init_from!r} does not exist; give a "

@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +44,70 @@ import torch
 from torch.utils.data import Dataset
 
 from constcl.data.augment import CropParams, random_crop_flip
-from constcl.data.decode import VideoError, VideoInfo, decode_frames, probe
+from constcl.data.decode import VideoError, VideoInfo, VideoInput, decode_frames, probe
 from constcl.data.regions import REGION_GENERATORS, cue_regions, detection_regions, random_regions
 from constcl.data.sampling import ClipSpec, sample_two_clips
 from constcl.data.sources import VideoItem, load_boxes
 from constcl.errors import ConstclError
 
-__all__ = ["TwoViewDataset", "TooManyBadVideos", "collate", "identity_collate"]
+__all__ = ["TwoViewDataset", "TooManyBadVideos", "ViewSettings", "collate", "identity_collate"]
 
 log = logging.getLogger(__name__)
 
 
 class TooManyBadVideos(ConstclError, RuntimeError):
     """More than the allowed fraction of a data set failed to decode."""
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """How a video becomes two views: clip spec, crop side, K regions, region generator,
+    decode-time resize (None: keep) and decoder name (``decode.DECODERS``). Shared by the file
+    and the shard sources (:meth:`two_views`)."""
+
+    clip: ClipSpec = ClipSpec(16, 2)
+    size: int = 224
+    num_regions: int = 8
+    region_generator: str = "random"
+    short_side: int | None = None
+    decoder: str = "pyav"
+
+    def two_views(self, video: VideoInput, info: VideoInfo, item: VideoItem,
+                  rng: np.random.Generator) -> dict:
+        """The two augmented views of ``video`` with their regions: the sample contract above
+        without ``index`` and ``num_skipped``; ``item`` gives the label and the box file.
+
+        Raises:
+            VideoError: the video cannot be decoded at the sampled frames.
+        """
+        sample: dict = {"label": -1 if item.label is None else int(item.label)}
+        for view, indices in zip(
+            "ab", sample_two_clips(info.num_frames, self.clip, rng), strict=True
+        ):
+            frames = decode_frames(video, indices, self.short_side,
+                                   backend=self.decoder)  # (T, H, W, 3)
+            clip, params = random_crop_flip(frames, self.size, rng)
+            key = self.clip.key_frame
+            boxes, mask = self._regions(item, frames[key], int(indices[key]), params, rng)
+            sample[f"view_{view}"] = clip
+            sample[f"boxes_{view}"] = torch.from_numpy(boxes)
+            sample[f"mask_{view}"] = torch.from_numpy(mask)
+        return sample
+
+    def _regions(
+        self,
+        item: VideoItem,
+        key_frame: np.ndarray,
+        key_index: int,
+        params: CropParams,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.region_generator == "random":
+            return random_regions(self.num_regions, rng)
+        if self.region_generator == "cues":
+            return cue_regions(key_frame, params, self.num_regions, rng)
+        boxes = load_boxes(item.boxes_path) if item.boxes_path is not None else {}
+        return detection_regions(boxes, key_index, params, self.num_regions)
 
 
 class TwoViewDataset(Dataset):
@@ -73,6 +125,7 @@ class TwoViewDataset(Dataset):
         max_bad_fraction: fraction of bad files tolerated before the run stops.
         seed: base seed of the per-sample RNG.
         bad_dir: shared folder of bad-file records (None: a private temporary folder).
+        decoder: decoding backend (``decode.DECODERS``; default PyAV).
     """
 
     def __init__(
@@ -88,6 +141,7 @@ class TwoViewDataset(Dataset):
         max_bad_fraction: float = 0.05,
         seed: int = 0,
         bad_dir: str | Path | None = None,
+        decoder: str = "pyav",
     ) -> None:
         if region_generator not in REGION_GENERATORS:
             raise ValueError(f"region_generator must be one of {REGION_GENERATORS}")
@@ -104,6 +158,8 @@ class TwoViewDataset(Dataset):
         self.bad_dir = Path(bad_dir)
         self.bad_dir.mkdir(parents=True, exist_ok=True)
         self._info: dict[int, VideoInfo] = {}
+        self.views = ViewSettings(self.clip, size, num_regions, region_generator, short_side,
+                                  decoder)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -136,35 +192,9 @@ class TwoViewDataset(Dataset):
 
     def _make_sample(self, index: int, rng: np.random.Generator) -> dict:
         item = self.items[index]
-        info = self._info.get(index) or probe(item.path)
+        info = self._info.get(index) or probe(item.path, self.views.decoder)
         self._info[index] = info
-        sample: dict = {"label": -1 if item.label is None else int(item.label)}
-        for view, indices in zip(
-            "ab", sample_two_clips(info.num_frames, self.clip, rng), strict=True
-        ):
-            frames = decode_frames(item.path, indices, self.short_side)  # (T, H, W, 3)
-            clip, params = random_crop_flip(frames, self.size, rng)
-            key = self.clip.key_frame
-            boxes, mask = self._regions(item, frames[key], int(indices[key]), params, rng)
-            sample[f"view_{view}"] = clip
-            sample[f"boxes_{view}"] = torch.from_numpy(boxes)
-            sample[f"mask_{view}"] = torch.from_numpy(mask)
-        return sample
-
-    def _regions(
-        self,
-        item: VideoItem,
-        key_frame: np.ndarray,
-        key_index: int,
-        params: CropParams,
-        rng: np.random.Generator,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if self.region_generator == "random":
-            return random_regions(self.num_regions, rng)
-        if self.region_generator == "cues":
-            return cue_regions(key_frame, params, self.num_regions, rng)
-        boxes = load_boxes(item.boxes_path) if item.boxes_path is not None else {}
-        return detection_regions(boxes, key_index, params, self.num_regions)
+        return self.views.two_views(item.path, info, item, rng)
 
     # ------------------------------------------------------------------------ bad files
 

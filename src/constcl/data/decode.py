@@ -1,4 +1,11 @@
-"""Video decoding behind one function, so another backend (e.g. a GPU decoder) can be added.
+"""Video decoding behind a small decoder interface: PyAV (default) and torchcodec (optional).
+
+A *decoder* (:class:`Decoder`, looked up by name with :func:`get_decoder`) has two operations,
+``probe(video) -> VideoInfo`` and ``decode(video, indices, short_side) -> (N, H, W, 3) uint8``,
+where ``video`` is a file path or an :class:`EncodedVideo` (a whole encoded file held in memory,
+e.g. one member of a WebDataset shard). Both CPU backends return numpy arrays; the interface
+carries a ``device`` so that a GPU backend (NVDEC through torchcodec's ``device="cuda"``) can
+follow: it would return a device tensor of the same layout, and the crop step would run there.
 
 Frame indices live on a *nominal* grid: index ``i`` means time ``i / fps`` after the first frame,
 where ``fps`` is the stream's average rate. A decoded frame is selected for index ``i`` when it is
@@ -14,8 +21,9 @@ and the parallelism comes from DataLoader workers.
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +32,8 @@ import numpy as np
 
 from constcl.errors import ConstclError
 
-__all__ = ["VideoError", "VideoInfo", "probe", "verify", "decode_frames", "decode_all"]
+__all__ = ["VideoError", "VideoInfo", "EncodedVideo", "VideoInput", "Decoder", "DECODERS",
+           "get_decoder", "probe", "verify", "decode_frames", "decode_all"]
 
 # Indices at most this many nominal frames past the last decoded frame map to the last frame
 # (header frame counts and durations are estimates); further than that means a truncated file.
@@ -60,10 +69,27 @@ class VideoInfo:
     height: int
 
 
-def _open(path: str | Path):
+@dataclass(frozen=True)
+class EncodedVideo:
+    """A whole encoded video file in memory; ``name`` (e.g. ``shard.tar:key``) names it in
+    errors."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
+VideoInput = str | Path | EncodedVideo
+
+
+def _open(path: VideoInput):
     import av
 
     try:
+        if isinstance(path, EncodedVideo):
+            return av.open(io.BytesIO(path.data))
         return av.open(str(path))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise VideoError(path, f"unreadable ({type(err).__name__}: {err})") from err
@@ -83,12 +109,16 @@ def _rate(stream) -> Fraction:
     return Fraction(rate)
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Read a video's header (and its first frame when the header lacks a frame count).
+def probe(path: VideoInput, backend: str = "pyav") -> VideoInfo:
+    """Read a video's header with decoder ``backend`` (see :func:`get_decoder`).
 
     Raises:
         VideoError: unreadable file, no video stream (e.g. audio only), or no decodable frame.
     """
+    return get_decoder(backend).probe(path)
+
+
+def _probe_pyav(path: VideoInput) -> VideoInfo:
     container = _open(path)
     try:
         stream = _video_stream(container, path)
@@ -111,15 +141,15 @@ def probe(path: str | Path) -> VideoInfo:
         container.close()
 
 
-def verify(path: str | Path) -> VideoInfo:
+def verify(path: VideoInput, backend: str = "pyav") -> VideoInfo:
     """``probe`` plus decoding the first and the last frame; catches truncated files cheaply."""
-    info = probe(path)
-    decode_frames(path, [0, info.num_frames - 1])
+    info = probe(path, backend)
+    decode_frames(path, [0, info.num_frames - 1], backend=backend)
     return info
 
 
 def decode_frames(
-    path: str | Path,
+    path: VideoInput,
     frame_indices: Sequence[int] | np.ndarray,
     short_side: int | None = None,
     backend: str = "pyav",
@@ -131,7 +161,7 @@ def decode_frames(
         frame_indices: N indices on the nominal fps grid, any order, repeats allowed.
         short_side: if given, frames are resized (during colour conversion) so that their
             shorter side has this many pixels, keeping the aspect ratio.
-        backend: decoder; only ``"pyav"`` exists.
+        backend: decoder name (:data:`DECODERS`): ``"pyav"`` or ``"torchcodec"``.
 
     Returns:
         uint8 array (N, H, W, 3), RGB, in the order of ``frame_indices``.
@@ -139,15 +169,14 @@ def decode_frames(
     Raises:
         VideoError: on any decoding failure, or indices past the end of a truncated file.
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown decode backend {backend!r}; choose from {sorted(_BACKENDS)}")
+    decoder = get_decoder(backend)
     indices = np.asarray(frame_indices, dtype=np.int64)
     if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
         raise ValueError(f"frame_indices must be a non-empty 1-D list of indices >= 0: {indices}")
-    return _BACKENDS[backend](path, indices, short_side)
+    return decoder.decode(path, indices, short_side)
 
 
-def decode_all(path: str | Path, short_side: int | None = None) -> np.ndarray:
+def decode_all(path: VideoInput, short_side: int | None = None) -> np.ndarray:
     """Decode every frame of a video into (N, H, W, 3) uint8; for comparisons and benchmarks."""
     import av
 
@@ -190,7 +219,7 @@ def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _decode_pyav(path: str | Path, indices: np.ndarray, short_side: int | None) -> np.ndarray:
+def _decode_pyav(path: VideoInput, indices: np.ndarray, short_side: int | None) -> np.ndarray:
     import av
 
     container = _open(path)
@@ -261,4 +290,124 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=T
     return out, prev_time
 
 
-_BACKENDS = {"pyav": _decode_pyav}
+# ------------------------------------------------------------------------ torchcodec backend
+
+# Presentation times are compared with this slack (seconds), like the PyAV path's one tick of
+# the stream time base (mkv's millisecond), to absorb timestamp rounding.
+_TIME_SLACK = 1e-3
+# "exact" scans the packet index when a file is opened (no decoding); "approximate" trusts the
+# header and seeks wrongly in variable-frame-rate files (a frame 0.1 s off in tests).
+_TORCHCODEC_SEEK_MODE = "exact"
+
+
+def _torchcodec_open(video: VideoInput, size: tuple[int, int] | None = None):
+    """A torchcodec ``VideoDecoder`` (NHWC, approximate seeking, one FFmpeg thread), resizing
+    to ``size`` = (width, height) while decoding when given."""
+    try:
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+    except (ImportError, OSError, RuntimeError) as err:  # no package, or no FFmpeg libraries
+        raise ConstclError(
+            "data.decoder=torchcodec needs the torchcodec package and FFmpeg's shared libraries "
+            "(pip install 'constcl[torchcodec]'; apt-get install ffmpeg); or use "
+            f"data.decoder=pyav ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from err
+    source = video.data if isinstance(video, EncodedVideo) else str(video)
+    transforms = None if size is None else [Resize((size[1], size[0]))]
+    try:
+        return VideoDecoder(source, dimension_order="NHWC", seek_mode=_TORCHCODEC_SEEK_MODE,
+                            num_ffmpeg_threads=1, transforms=transforms)
+    except (RuntimeError, ValueError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "video stream" in reason.lower():
+            raise VideoError(video, f"no video stream ({reason})") from err
+        raise VideoError(video, f"unreadable ({type(err).__name__}: {reason})") from err
+
+
+def _grid(meta) -> tuple[float, float, float]:
+    """(fps, first time, duration) of the nominal grid from the header, as the PyAV path reads
+    them (the exact-mode content values differ for variable-frame-rate files)."""
+    fps = meta.average_fps_from_header or meta.average_fps
+    begin = meta.begin_stream_seconds_from_header
+    begin = meta.begin_stream_seconds if begin is None else begin
+    duration = meta.duration_seconds_from_header or meta.duration_seconds
+    return float(fps or 0.0), float(begin or 0.0), float(duration or 0.0)
+
+
+def _probe_torchcodec(video: VideoInput) -> VideoInfo:
+    meta = _torchcodec_open(video).metadata
+    fps, _, duration = _grid(meta)
+    if fps <= 0:
+        raise VideoError(video, "unknown frame rate")
+    num_frames = int(meta.num_frames_from_header or round(duration * fps))
+    if num_frames <= 0:
+        raise VideoError(video, "zero frames")
+    if not meta.width or not meta.height:
+        raise VideoError(video, "zero-size frames")
+    return VideoInfo(str(video), num_frames, float(fps), duration or num_frames / fps,
+                     int(meta.width), int(meta.height))
+
+
+def _decode_torchcodec(video: VideoInput, indices: np.ndarray, short_side: int | None
+                       ) -> np.ndarray:
+    """Frames at nominal indices with torchcodec's ``get_frames_played_at`` (the frame shown at
+    ``begin + k / fps``: the same selection rule as the PyAV path)."""
+    decoder = _torchcodec_open(video)
+    meta = decoder.metadata
+    if short_side is not None:  # the resize is part of the decoder: open it again with it
+        size = _target_size(meta.width, meta.height, short_side)
+        if size != (meta.width, meta.height):
+            decoder = _torchcodec_open(video, size)
+    fps, begin, duration = _grid(meta)
+    end = float(meta.end_stream_seconds or begin + duration)
+    wanted = np.unique(indices)
+    times = begin + wanted / fps + _TIME_SLACK
+    late = times >= end
+    if late.any():  # just past the end (estimated lengths) -> the last frame; further: truncated
+        if times[late].max() > end + _END_SLACK_FRAMES / fps + _TIME_SLACK:
+            raise VideoError(video, f"truncated (no frame after {end:.2f}s)")
+        times[late] = end - _TIME_SLACK
+    try:
+        frames = decoder.get_frames_played_at(seconds=times.tolist()).data.numpy()
+    except (RuntimeError, IndexError, ValueError) as err:
+        raise VideoError(video, f"decoding failed ({str(err).splitlines()[0][:200]})") from err
+    lookup = {int(k): i for i, k in enumerate(wanted)}
+    return frames[[lookup[int(k)] for k in indices]]
+
+
+# ------------------------------------------------------------------------ decoder interface
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A decoding backend.
+
+    Attributes:
+        name: what ``data.decoder`` selects it by.
+        device: where decoded frames live ("cpu" for both current backends; a GPU decoder
+            would return device tensors shaped like the numpy arrays below).
+        probe: ``probe(video) -> VideoInfo``.
+        decode: ``decode(video, indices, short_side) -> uint8 (N, H, W, 3)`` RGB frames at the
+            nominal indices (N,), in their order; raises :class:`VideoError`.
+    """
+
+    name: str
+    device: str
+    probe: Callable[[VideoInput], VideoInfo]
+    decode: Callable[[VideoInput, np.ndarray, int | None], np.ndarray]
+
+
+_DECODERS = {
+    "pyav": Decoder("pyav", "cpu", _probe_pyav, _decode_pyav),
+    "torchcodec": Decoder("torchcodec", "cpu", _probe_torchcodec, _decode_torchcodec),
+}
+DECODERS: tuple[str, ...] = tuple(_DECODERS)
+
+
+def get_decoder(name: str) -> Decoder:
+    """The decoder called ``name`` (one of :data:`DECODERS`); ValueError for another name.
+    torchcodec is an optional extra: using it without the package (or without FFmpeg's shared
+    libraries) raises :class:`~constcl.errors.ConstclError` saying what to install."""
+    if name not in _DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {list(DECODERS)}")
+    return _DECODERS[name]

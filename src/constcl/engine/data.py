@@ -12,13 +12,33 @@ from torch.utils.data import DataLoader
 from constcl import dist
 from constcl.config import Config, ConfigError, DataConfig
 from constcl.data.augment import PhotometricAugment
-from constcl.data.dataset import TwoViewDataset, collate
+from constcl.data.dataset import TwoViewDataset, ViewSettings, collate
+from constcl.data.sampling import ClipSpec
+from constcl.data.shards import (
+    ShardBatchSampler,
+    ShardList,
+    ShardTwoViewDataset,
+    is_shard_source,
+    list_shards,
+)
 from constcl.data.sources import VideoItem, list_videos
 from constcl.engine.sampler import EpochIndexed, StepBatchSampler
 
 log = logging.getLogger("constcl.train")
 
 MODEL_KEYS = ("view_a", "view_b", "boxes_a", "boxes_b", "mask_a", "mask_b")
+
+# data.decoder=auto: the decoder measured fastest per source kind (bench/data_throughput.py,
+# BENCHMARKS.md "Data throughput").
+AUTO_DECODER = {"files": "pyav", "shards": "pyav"}
+
+
+def decoder_name(data: DataConfig) -> str:
+    """The decoding backend of ``data`` (``data.decoder``, with ``auto`` resolved per source
+    kind)."""
+    if data.decoder != "auto":
+        return data.decoder
+    return AUTO_DECODER["shards" if is_shard_source(data.source) else "files"]
 
 
 def synthetic_world_dir(data: DataConfig) -> Path:
@@ -42,14 +62,27 @@ def synthetic_source(cfg: Config) -> Path:
     return root / "videos"
 
 
-def training_videos(cfg: Config) -> list[VideoItem]:
-    """The training videos of ``cfg.data`` (the synthetic world is generated on first use).
+def training_videos(cfg: Config) -> list[VideoItem] | ShardList:
+    """The training videos of ``cfg.data`` (the synthetic world is generated on first use), or
+    its shards when ``data.source`` is a shard source (``constcl.data.shards``).
 
     Raises before anything is trained or written into a run folder: FileNotFoundError when the
     source holds no video, ConfigError when ``data.region_generator=detections`` finds no box
     file (:func:`check_box_coverage`).
     """
     d = cfg.data
+    if d.source != "synthetic" and is_shard_source(d.source):
+        if d.region_generator == "detections":
+            raise ConfigError("data.region_generator=detections needs box files, which shard "
+                              "sources do not carry; use random or cues, or the prepared files")
+        shards = list_shards(d.source)
+        readers = dist.world_size() * max(1, d.workers)
+        if len(shards) < readers:
+            raise ConfigError(f"data.source has {len(shards)} shards, but {dist.world_size()} "
+                              f"processes x {max(1, d.workers)} data.workers need one each at "
+                              f"least; write more shards (constcl data prepare --shards "
+                              f"{readers}) or lower data.workers")
+        return shards
     source = synthetic_source(cfg) if d.source == "synthetic" else Path(d.source).expanduser()
     items = list_videos(source, root=d.root or None, boxes_dir=d.boxes_dir or None)
     if not items:
@@ -68,7 +101,7 @@ def build_dataset(cfg: Config, items: list[VideoItem] | None = None,
                           size=d.size, num_regions=d.num_regions,
                           region_generator=d.region_generator, short_side=d.short_side or None,
                           max_bad_fraction=d.max_bad_fraction, seed=cfg.train.seed,
-                          bad_dir=bad_dir)
+                          bad_dir=bad_dir, decoder=decoder_name(d))
 
 
 def check_box_coverage(items: list[VideoItem], boxes_dir: str) -> None:
@@ -89,23 +122,44 @@ def check_box_coverage(items: list[VideoItem], boxes_dir: str) -> None:
                 where)
 
 
-def build_loader(cfg: Config, items: list[VideoItem], device: torch.device, start_step: int,
-                 run_dir: Path
-                 ) -> tuple[DataLoader, TwoViewDataset, tuple[PhotometricAugment, ...]]:
-    """DataLoader over this process's micro-batches of ``items`` from ``start_step`` on, plus
-    the batched photometric augmentations of views a and b (applied on ``device``)."""
-    dataset = build_dataset(cfg, items, bad_dir=run_dir / "bad_videos")
-    sampler = StepBatchSampler(len(dataset), cfg.train.batch_size, cfg.train.steps,
-                               seed=cfg.train.seed, rank=dist.rank(), world=dist.world_size(),
-                               accumulation=cfg.optim.accumulation_steps, start_step=start_step)
+def build_shard_dataset(cfg: Config, shards: ShardList, bad_dir: Path) -> ShardTwoViewDataset:
+    """The streaming two-view dataset of a shard source, for this process's rank."""
+    d = cfg.data
+    views = ViewSettings(ClipSpec(d.clip_frames, d.frame_stride), d.size, d.num_regions,
+                         d.region_generator, d.short_side or None, decoder_name(d))
+    return ShardTwoViewDataset(shards, views, rank=dist.rank(), world=dist.world_size(),
+                               streams=max(1, d.workers), buffer=d.shuffle_buffer,
+                               seed=cfg.train.seed, bad_dir=bad_dir,
+                               max_bad_fraction=d.max_bad_fraction)
+
+
+def build_loader(cfg: Config, items: list[VideoItem] | ShardList, device: torch.device,
+                 start_step: int, run_dir: Path
+                 ) -> tuple[DataLoader, TwoViewDataset | ShardTwoViewDataset,
+                            tuple[PhotometricAugment, ...]]:
+    """DataLoader over this process's micro-batches of ``items`` (videos or shards) from
+    ``start_step`` on, plus the batched photometric augmentations of views a and b (applied on
+    ``device``)."""
+    accum, batch = cfg.optim.accumulation_steps, cfg.train.batch_size
+    if isinstance(items, ShardList):
+        dataset = build_shard_dataset(cfg, items, run_dir / "bad_videos")
+        global_batch = batch * dist.world_size() * accum
+        sampler = ShardBatchSampler(batch, cfg.train.steps, accum, start_step,
+                                    steps_per_epoch=len(dataset) // global_batch)
+    else:
+        dataset = build_dataset(cfg, items, bad_dir=run_dir / "bad_videos")
+        sampler = StepBatchSampler(len(dataset), batch, cfg.train.steps, seed=cfg.train.seed,
+                                   rank=dist.rank(), world=dist.world_size(),
+                                   accumulation=accum, start_step=start_step)
+        dataset = EpochIndexed(dataset)
     workers = cfg.data.workers
-    loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=workers,
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                         collate_fn=collate, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0,
                         prefetch_factor=4 if workers > 0 else None)
     augment = tuple(PhotometricAugment.for_view(view, color_strength=cfg.data.color_strength,
                                                 crop_size=cfg.data.size) for view in "ab")
-    return loader, dataset, augment
+    return loader, getattr(dataset, "dataset", dataset), augment
 
 
 def device_batches(loader: DataLoader, device: torch.device,
