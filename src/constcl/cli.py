@@ -39,8 +39,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "track": ("constcl.commands.eval_track", "single-object tracking with SiamFC (OTB layout)"),
         "propagate": ("constcl.commands.eval_propagate", "label propagation (DAVIS-2017 layout)"),
     },
-    "bench": ("constcl.commands.bench", "pretrain four encoders on the synthetic world and "
-              "evaluate each on every task"),
+    "bench": ("constcl.commands.bench", "pretrain CVRL and ConST-CL over seeds on the synthetic "
+              "world, evaluate them and random init on every task"),
     "viz": {
         "regions": ("constcl.commands.viz_regions", "draw the region branch's box matches and "
                     "decoder attention for a video"),

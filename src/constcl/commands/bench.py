@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world-seed", type=int, default=d.world_seed,
                         help="the synthetic world's own seed")
     parser.add_argument("--variants", type=_variant_list, default=d.variants,
-                        help="comma-separated subset of cvrl,region,constcl")
+                        help="comma-separated subset of cvrl,region,constcl (default cvrl,constcl)")
     parser.add_argument("--color-strength", type=float, default=None,
                         help="colour augmentation strength (default: the demo preset's)")
     parser.add_argument("--probe-weight-decay", type=float, default=d.probe_weight_decay)
