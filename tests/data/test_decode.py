@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from constcl.data.decode import VideoError, decode_all, decode_frames, probe, verify
+from constcl.data.decode import (
+    VideoError,
+    decode_all,
+    decode_clips,
+    decode_frames,
+    probe,
+    verify,
+)
 
 from .video_fixtures import LEVEL_FRAMES, index_of
 
@@ -62,3 +69,24 @@ def test_bad_files_raise_video_error_with_reason(videos, name, reason):
 def test_indices_far_past_the_end_raise(videos):
     with pytest.raises(VideoError, match="truncated"):
         decode_frames(videos["levels"], [LEVEL_FRAMES + 10])
+
+
+@pytest.mark.parametrize("name", ["levels", "vfr"])
+def test_decode_clips_from_one_open_equals_each_clip_alone(videos, name):
+    # the second clip starts before the first one ends, one starts at 0 after a later one
+    # (the container must seek back), and one repeats a frame
+    clips = [[20, 22, 24], [3, 5, 7], [0, 1, 1], [6, 30, 12]]
+    if name == "vfr":
+        clips = [[9, 10, 12], [0, 2, 4], [3, 3, 5]]
+    together = decode_clips(videos[name], clips)
+    assert len(together) == len(clips)
+    for clip, frames in zip(clips, together, strict=True):
+        alone = decode_frames(videos[name], clip)
+        assert frames.shape == alone.shape and np.array_equal(frames, alone)
+    if name == "levels":  # and they are the requested frames
+        assert [index_of(f).tolist() for f in together] == clips
+
+
+def test_decode_clips_reports_a_truncated_file(videos):
+    with pytest.raises(VideoError):
+        decode_clips(videos["truncated_mkv"], [[0, 1], [LEVEL_FRAMES - 2, LEVEL_FRAMES - 1]])

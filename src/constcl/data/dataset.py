@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import Dataset
 
 from constcl.data.augment import CropParams, random_crop_flip
-from constcl.data.decode import VideoError, VideoInfo, VideoInput, decode_frames, probe
+from constcl.data.decode import VideoError, VideoInfo, VideoInput, decode_clips, probe
 from constcl.data.regions import REGION_GENERATORS, cue_regions, detection_regions, random_regions
 from constcl.data.sampling import ClipSpec, sample_two_clips
 from constcl.data.sources import VideoItem, load_boxes
@@ -81,11 +81,9 @@ class ViewSettings:
             VideoError: the video cannot be decoded at the sampled frames.
         """
         sample: dict = {"label": -1 if item.label is None else int(item.label)}
-        for view, indices in zip(
-            "ab", sample_two_clips(info.num_frames, self.clip, rng), strict=True
-        ):
-            frames = decode_frames(video, indices, self.short_side,
-                                   backend=self.decoder)  # (T, H, W, 3)
+        clips = sample_two_clips(info.num_frames, self.clip, rng)
+        decoded = decode_clips(video, clips, self.short_side, backend=self.decoder)
+        for view, indices, frames in zip("ab", clips, decoded, strict=True):  # (T, H, W, 3)
             clip, params = random_crop_flip(frames, self.size, rng)
             key = self.clip.key_frame
             boxes, mask = self._regions(item, frames[key], int(indices[key]), params, rng)

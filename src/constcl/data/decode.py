@@ -33,7 +33,7 @@ import numpy as np
 from constcl.errors import ConstclError
 
 __all__ = ["VideoError", "VideoInfo", "EncodedVideo", "VideoInput", "Decoder", "DECODERS",
-           "get_decoder", "probe", "verify", "decode_frames", "decode_all"]
+           "get_decoder", "probe", "verify", "decode_frames", "decode_clips", "decode_all"]
 
 # Indices at most this many nominal frames past the last decoded frame map to the last frame
 # (header frame counts and durations are estimates); further than that means a truncated file.
@@ -176,6 +176,28 @@ def decode_frames(
     return decoder.decode(path, indices, short_side)
 
 
+def decode_clips(
+    path: VideoInput,
+    clips: Sequence[Sequence[int] | np.ndarray],
+    short_side: int | None = None,
+    backend: str = "pyav",
+) -> list[np.ndarray]:
+    """:func:`decode_frames` for several clips of one video, opening it once where the backend
+    can (PyAV); returns one uint8 (N_i, H, W, 3) array per clip, equal to ``decode_frames`` of
+    that clip. Raises :class:`VideoError` like it."""
+    checked = []
+    for frame_indices in clips:
+        indices = np.asarray(frame_indices, dtype=np.int64)
+        if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
+            raise ValueError(f"frame_indices must be a non-empty 1-D list of indices >= 0: "
+                             f"{indices}")
+        checked.append(indices)
+    if backend == "pyav":
+        return _decode_pyav_clips(path, checked, short_side)
+    decoder = get_decoder(backend)
+    return [decoder.decode(path, indices, short_side) for indices in checked]
+
+
 def decode_all(path: VideoInput, short_side: int | None = None) -> np.ndarray:
     """Decode every frame of a video into (N, H, W, 3) uint8; for comparisons and benchmarks."""
     import av
@@ -220,28 +242,44 @@ def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, 
 
 
 def _decode_pyav(path: VideoInput, indices: np.ndarray, short_side: int | None) -> np.ndarray:
+    return _decode_pyav_clips(path, [indices], short_side)[0]
+
+
+def _decode_pyav_clips(path: VideoInput, clips: Sequence[np.ndarray],
+                       short_side: int | None) -> list[np.ndarray]:
+    """Every clip's frames from one opened container: one seek per clip (a second open of the
+    file would cost about as much as the seek)."""
     import av
 
     container = _open(path)
+    out = []
     try:
         stream = _video_stream(container, path)
         stream.thread_count = 1  # short decodes: threads cost more than they save
-        wanted = np.unique(indices)  # sorted
-        frames = _select_frames(container, stream, wanted, short_side, path)
+        for n, indices in enumerate(clips):
+            wanted = np.unique(indices)  # sorted
+            frames = _select_frames(container, stream, wanted, short_side, path, rewind=n > 0)
+            lookup = {int(k): i for i, k in enumerate(wanted)}
+            out.append(np.stack([frames[lookup[int(k)]] for k in indices]))
     except av.FFmpegError as err:
         raise VideoError(path, f"decoding failed ({err})") from err
     finally:
         container.close()
-    lookup = {int(k): i for i, k in enumerate(wanted)}
-    return np.stack([frames[lookup[int(k)]] for k in indices])
+    return out
 
 
-def _select_frames(container, stream, wanted, short_side, path) -> list[np.ndarray]:
-    """Seek before ``wanted[0]``, decode forward and pick one frame per (sorted) wanted index."""
+def _select_frames(container, stream, wanted, short_side, path,
+                   rewind: bool = False) -> list[np.ndarray]:
+    """Seek before ``wanted[0]``, decode forward and pick one frame per (sorted) wanted index.
+    A fresh container needs no seek for index 0; one that has decoded before (``rewind``)
+    seeks back to the start."""
     fps, tb, start = _rate(stream), stream.time_base, stream.start_time or 0
     # a frame at time t (seconds after the first frame) is eligible for index k if t <= k/fps + tb
     thresholds = [Fraction(int(k)) / fps + tb for k in wanted]
-    seek_pts = start + math.floor(Fraction(int(wanted[0])) / fps / tb) if wanted[0] > 0 else None
+    if wanted[0] > 0:
+        seek_pts = start + math.floor(Fraction(int(wanted[0])) / fps / tb)
+    else:
+        seek_pts = start if rewind else None
     result = _decode_forward(container, stream, thresholds, short_side, seek_pts)
     if result is None:  # the seek landed after the first wanted frame: decode from the start
         result = _decode_forward(container, stream, thresholds, short_side, start, retry=False)

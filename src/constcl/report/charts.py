@@ -94,8 +94,8 @@ def comparison_figure(task: str, columns: Sequence[str], summary: list[dict],
         ax.set_ylim(0, min(105, top * 1.18 + 2))
         ax.set_title(column, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{task}: mean over seeds, error bar = standard deviation, dots = seeds; "
-                 "hatched = local branch", fontsize=9)
+    fig.suptitle(f"{task}: mean over seeds, error bar = standard deviation,\n"
+                 "dots = seeds; hatched = local branch", fontsize=9)
     fig.tight_layout()
     return fig
 
