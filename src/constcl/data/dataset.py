@@ -108,6 +108,28 @@ class ViewSettings:
         return detection_regions(boxes, key_index, params, self.num_regions)
 
 
+def record_bad(record: Path, name: str, reason: str) -> None:
+    """Write ``name<TAB>reason`` to ``record`` unless another worker already has (the file is
+    created exclusively, so each bad video is recorded and logged once)."""
+    try:
+        fd = os.open(record, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # another worker got there first and logged it
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{name}\t{reason}\n")
+    log.warning("skipping bad video %s: %s", name, reason)
+
+
+def read_bad_records(bad_dir: Path) -> list[tuple[str, str]]:
+    """(name, reason) of every complete record in ``bad_dir``, in file-name order."""
+    out = []
+    for record in sorted(bad_dir.glob("*.txt")):
+        text = record.read_text().rstrip("\n")
+        if "\t" in text:  # skip a record still being written
+            out.append(tuple(text.split("\t", 1)))
+    return out
+
+
 class TwoViewDataset(Dataset):
     """Two temporally distant, independently augmented clips of each video, with regions.
 
@@ -203,23 +225,11 @@ class TwoViewDataset(Dataset):
         return self._record(index).exists()
 
     def _record_bad(self, index: int, reason: str) -> None:
-        path = self.items[index].path
-        try:
-            fd = os.open(self._record(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return  # another worker got there first and logged it
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{path}\t{reason}\n")
-        log.warning("skipping bad video %s: %s", path, reason)
+        record_bad(self._record(index), str(self.items[index].path), reason)
 
     def bad_files(self) -> list[tuple[str, str]]:
         """(path, reason) of every bad file recorded so far, by any worker."""
-        out = []
-        for record in sorted(self.bad_dir.glob("*.txt")):
-            text = record.read_text().rstrip("\n")
-            if "\t" in text:  # skip a record still being written
-                out.append(tuple(text.split("\t", 1)))
-        return out
+        return read_bad_records(self.bad_dir)
 
     def num_bad(self) -> int:
         """Number of bad files recorded so far."""

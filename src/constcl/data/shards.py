@@ -52,7 +52,12 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from constcl.data.dataset import TooManyBadVideos, ViewSettings
+from constcl.data.dataset import (
+    TooManyBadVideos,
+    ViewSettings,
+    read_bad_records,
+    record_bad,
+)
 from constcl.data.decode import EncodedVideo, VideoError, VideoInfo, probe
 from constcl.data.sources import VIDEO_EXTENSIONS, VideoItem
 
@@ -370,22 +375,11 @@ class ShardTwoViewDataset(Dataset):
         return self.views.two_views(video, info, VideoItem(Path(item.name), _label(sample)), rng)
 
     def _record_bad(self, name: str, reason: str) -> None:
-        try:
-            fd = os.open(self._record(name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{name}\t{reason}\n")
-        log.warning("skipping bad video %s: %s", name, reason)
+        record_bad(self._record(name), name, reason)
 
     def bad_files(self) -> list[tuple[str, str]]:
         """(shard:key, reason) of every bad sample recorded so far, by any worker."""
-        out = []
-        for record in sorted(self.bad_dir.glob("*.txt")):
-            text = record.read_text().rstrip("\n")
-            if "\t" in text:
-                out.append(tuple(text.split("\t", 1)))
-        return out
+        return read_bad_records(self.bad_dir)
 
     def num_bad(self) -> int:
         """Number of bad samples recorded so far."""
