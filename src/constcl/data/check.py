@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from constcl.data.decode import VideoError, verify
 from constcl.data.sources import VIDEO_EXTENSIONS, resolve_source
 
-__all__ = ["check_file", "check_source"]
+__all__ = ["check_file", "check_source", "source_report"]
 
 
 def check_file(path: str) -> dict:
@@ -64,31 +64,16 @@ def check_source(path: str, workers: int = 1, root: str | None = None) -> dict:
             files = list(pool.map(check_file, paths, chunksize=max(1, len(paths) // (4 * workers))))
     else:
         files = [check_file(p) for p in paths]
-    files += [
-        {
-            "path": m,
-            "ok": False,
-            "reason": "missing file",
-            "duration": None,
-            "fps": None,
-            "width": None,
-            "height": None,
-            "num_frames": None,
-        }
-        for m in missing
-    ]
-    files += [
-        {
-            "path": p,
-            "ok": False,
-            "reason": reason,
-            "duration": None,
-            "fps": None,
-            "width": None,
-            "height": None,
-            "num_frames": None,
-        }
-        for p, reason in skipped
-    ]
+    return source_report(files, missing, skipped)
+
+
+def source_report(files: list[dict], missing: list[str],
+                  skipped: list[tuple[str, str]]) -> dict:
+    """The JSON-ready report of a source: the :func:`check_file` reports ``files``, then one
+    bad entry per missing file and per entry the listing skipped (``(path, reason)``)."""
+    unknown = dict.fromkeys(("duration", "fps", "width", "height", "num_frames"))
+    files = files + [{"path": m, "ok": False, "reason": "missing file", **unknown}
+                     for m in missing]
+    files += [{"path": p, "ok": False, "reason": reason, **unknown} for p, reason in skipped]
     bad = [{"path": f["path"], "reason": f["reason"]} for f in files if not f["ok"]]
     return {"ok": len(files) - len(bad), "bad": bad, "files": files}

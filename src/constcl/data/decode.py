@@ -169,11 +169,15 @@ def decode_frames(
     Raises:
         VideoError: on any decoding failure, or indices past the end of a truncated file.
     """
-    decoder = get_decoder(backend)
+    return get_decoder(backend).decode(path, _indices(frame_indices), short_side)
+
+
+def _indices(frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``frame_indices`` as an int64 array; ValueError unless it is 1-D, non-empty and >= 0."""
     indices = np.asarray(frame_indices, dtype=np.int64)
     if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
         raise ValueError(f"frame_indices must be a non-empty 1-D list of indices >= 0: {indices}")
-    return decoder.decode(path, indices, short_side)
+    return indices
 
 
 def decode_clips(
@@ -185,16 +189,10 @@ def decode_clips(
     """:func:`decode_frames` for several clips of one video, opening it once where the backend
     can (PyAV); returns one uint8 (N_i, H, W, 3) array per clip, equal to ``decode_frames`` of
     that clip. Raises :class:`VideoError` like it."""
-    checked = []
-    for frame_indices in clips:
-        indices = np.asarray(frame_indices, dtype=np.int64)
-        if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
-            raise ValueError(f"frame_indices must be a non-empty 1-D list of indices >= 0: "
-                             f"{indices}")
-        checked.append(indices)
-    if backend == "pyav":
-        return _decode_pyav_clips(path, checked, short_side)
     decoder = get_decoder(backend)
+    checked = [_indices(frame_indices) for frame_indices in clips]
+    if decoder.decode_clips is not None:
+        return decoder.decode_clips(path, checked, short_side)
     return [decoder.decode(path, indices, short_side) for indices in checked]
 
 
@@ -339,7 +337,7 @@ _TORCHCODEC_SEEK_MODE = "exact"
 
 
 def _torchcodec_open(video: VideoInput, size: tuple[int, int] | None = None):
-    """A torchcodec ``VideoDecoder`` (NHWC, approximate seeking, one FFmpeg thread), resizing
+    """A torchcodec ``VideoDecoder`` (NHWC, exact seeking, one FFmpeg thread), resizing
     to ``size`` = (width, height) while decoding when given."""
     try:
         from torchcodec.decoders import VideoDecoder
@@ -427,16 +425,20 @@ class Decoder:
         probe: ``probe(video) -> VideoInfo``.
         decode: ``decode(video, indices, short_side) -> uint8 (N, H, W, 3)`` RGB frames at the
             nominal indices (N,), in their order; raises :class:`VideoError`.
+        decode_clips: optional ``decode_clips(video, [indices, ...], short_side)``, the same
+            for several clips of one video from one open of it; None: ``decode`` per clip.
     """
 
     name: str
     device: str
     probe: Callable[[VideoInput], VideoInfo]
     decode: Callable[[VideoInput, np.ndarray, int | None], np.ndarray]
+    decode_clips: Callable[[VideoInput, Sequence[np.ndarray], int | None],
+                           list[np.ndarray]] | None = None
 
 
 _DECODERS = {
-    "pyav": Decoder("pyav", "cpu", _probe_pyav, _decode_pyav),
+    "pyav": Decoder("pyav", "cpu", _probe_pyav, _decode_pyav, _decode_pyav_clips),
     "torchcodec": Decoder("torchcodec", "cpu", _probe_torchcodec, _decode_torchcodec),
 }
 DECODERS: tuple[str, ...] = tuple(_DECODERS)

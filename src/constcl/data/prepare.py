@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from constcl.data.check import check_file
+from constcl.data.check import check_file, source_report
 from constcl.data.decode import VideoError
 from constcl.data.sources import VIDEO_EXTENSIONS, VideoItem, resolve_source
 from constcl.errors import ConstclError
@@ -382,12 +382,7 @@ def _manifest_rows(out: Path, jobs: list[_Job], records: Path) -> list[dict]:
 def _write_outputs(out: Path, jobs: list[_Job], records: Path, missing: list[str],
                    skipped: list[tuple[str, str]]) -> dict:
     """``report.json`` (the `data check` report of the source) and ``manifest.csv``."""
-    empty = dict.fromkeys(("duration", "fps", "width", "height", "num_frames"))
-    files = [_load(records, job)["check"] for job in jobs]
-    files += [{"path": m, "ok": False, "reason": "missing file", **empty} for m in missing]
-    files += [{"path": p, "ok": False, "reason": r, **empty} for p, r in skipped]
-    bad = [{"path": f["path"], "reason": f["reason"]} for f in files if not f["ok"]]
-    report = {"ok": len(files) - len(bad), "bad": bad, "files": files}
+    report = source_report([_load(records, job)["check"] for job in jobs], missing, skipped)
     _write_json(out / "report.json", report)
     tmp = out / "manifest.csv.tmp"
     with tmp.open("w", newline="") as f:

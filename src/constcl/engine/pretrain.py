@@ -39,6 +39,7 @@ from constcl.engine.optim import auto_local_lr_scale, build_optimizer
 from constcl.engine.step import TrainStep
 from constcl.errors import ConstclError
 from constcl.models import LossWeights, build_model
+from constcl.models.constcl import ConSTCL
 from constcl.schedule import scaled_lr, warmup_cosine
 
 log = logging.getLogger("constcl.train")
@@ -133,15 +134,21 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 # --------------------------------------------------------------------------- the network
 
+def model_from_config(cfg: Config) -> ConSTCL:
+    """The network ``cfg`` describes, freshly initialised (no ``model.init_from``), on CPU."""
+    m = cfg.model
+    return build_model(m.backbone, variant=m.variant, local_source=m.local_source,
+                       context_length=m.context_length, zero_init_residual=m.zero_init_residual,
+                       losses=LossWeights(**vars(cfg.loss)), input_norm=m.input_norm,
+                       padding=m.padding, embed_dim=m.embed_dim,
+                       decoder_layers=m.decoder_layers, decoder_units=m.decoder_units,
+                       decoder_width=m.decoder_width)
+
+
 def build_network(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module]:
     """(model to train, possibly DDP / compiled; the plain model for saving)."""
     m = cfg.model
-    model = build_model(m.backbone, variant=m.variant, local_source=m.local_source,
-                        context_length=m.context_length, zero_init_residual=m.zero_init_residual,
-                        losses=LossWeights(**vars(cfg.loss)), input_norm=m.input_norm,
-                        padding=m.padding, embed_dim=m.embed_dim,
-                        decoder_layers=m.decoder_layers, decoder_units=m.decoder_units,
-                        decoder_width=m.decoder_width)
+    model = model_from_config(cfg)
     if m.init_from:  # trunk + both res5 copies; heads stay random (engine/init_from.py)
         load_init_weights(model, m.init_from, m.backbone, m.input_norm, m.padding)
     if m.sync_bn and dist.world_size() > 1:

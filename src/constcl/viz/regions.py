@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from constcl.config import Config, apply_dict
 from constcl.data.preview import sample_views
 from constcl.engine.checkpoint import latest_loadable, load_checkpoint
+from constcl.engine.pretrain import model_from_config
 from constcl.errors import ConstclError
 from constcl.losses.region_info_nce import match_boxes
-from constcl.models.constcl import ConSTCL, build_model
+from constcl.models.constcl import ConSTCL
 from constcl.models.region_head import context_indices, roi_features
 from constcl.viz.figure import regions_figure, save_figure
 
@@ -137,11 +138,7 @@ def load_run_model(s: RegionsSettings) -> tuple[ConSTCL, Config, str]:
         raise ConstclError(f"{s.run_dir} trained variant 'cvrl', which has no region branch")
     with torch.random.fork_rng(devices=[]):  # the random-init weights, without side effects
         torch.manual_seed(s.seed)
-        model = build_model(m.backbone, variant=m.variant, local_source=m.local_source,
-                            context_length=m.context_length, input_norm=m.input_norm,
-                            padding=m.padding, embed_dim=m.embed_dim,
-                            decoder_layers=m.decoder_layers, decoder_units=m.decoder_units,
-                            decoder_width=m.decoder_width)
+        model = model_from_config(cfg)
     if state is not None:
         model.load_state_dict(state["model"])
     return model.eval(), cfg, f"{label} ({m.variant}, {m.backbone})"
