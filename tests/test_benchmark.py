@@ -71,3 +71,54 @@ def test_every_task_gets_valid_settings_of_its_own_runner(task, tmp_path):
     if task in ("track", "propagate"):
         assert s.stage == "res5"
         assert s.sequences == (3 if task == "track" else 2)
+
+
+def _fake_bench(monkeypatch, calls):
+    """run_bench with pretraining and evaluation replaced by recorders (their own tests cover
+    them): each evaluation's numbers are its seed / 10, so reused ones can be told apart."""
+    from constcl import benchmark
+
+    monkeypatch.setattr(benchmark, "generate_world", lambda *a, **k: None)
+    monkeypatch.setattr(benchmark, "pretrain_variant",
+                        lambda variant, seed, *a: calls.append(("pretrain", variant, seed))
+                        or f"ckpt-{variant}-{seed}")
+    monkeypatch.setattr(benchmark, "evaluate",
+                        lambda name, ckpt, branch, seed, *a: calls.append(("eval", name, branch,
+                                                                           seed))
+                        or {c: seed / 10 for c in COLUMNS})
+    monkeypatch.setattr(benchmark, "write_report", lambda inputs: None)
+    return benchmark
+
+
+def test_rerun_with_more_seeds_evaluates_only_the_new_ones(monkeypatch, tmp_path):
+    calls = []
+    benchmark = _fake_bench(monkeypatch, calls)
+    b = Budget(steps=10, seeds=(0,), variants=("cvrl", "constcl"))
+    benchmark.run_bench(b, tmp_path)
+    assert ("pretrain", "constcl", 0) in calls and len(calls) == 2 + 4  # 2 runs, 4 evaluations
+    first = (tmp_path / "RESULTS.md").read_text()
+    assert "whole bench" in first and "reused" not in first
+    calls.clear()
+    runs = benchmark.run_bench(Budget(steps=10, seeds=(0, 1), variants=("cvrl", "constcl")),
+                               tmp_path)
+    assert all(c[-1] == 1 for c in calls) and len(calls) == 6  # nothing of seed 0 again
+    assert [r["reused"] for r in runs if r["seed"] == 0] == [True] * 4
+    assert [r["reused"] for r in runs if r["seed"] == 1] == [False] * 4
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "4 of 8 evaluations were reused from its runs.jsonl" in text
+    assert "| cvrl | global | 5.0 ± 7.1 |" in text  # seeds 0 and 1 read 0.0 and 10.0
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and all(json.loads(x)["budget"]["steps"] == 10 for x in lines)
+
+
+def test_rerun_with_another_budget_is_refused(monkeypatch, tmp_path):
+    benchmark = _fake_bench(monkeypatch, [])
+    benchmark.run_bench(Budget(steps=10, seeds=(0,), variants=("cvrl",)), tmp_path)
+    with pytest.raises(ValueError, match=r"steps 10 there, 20 now.*new --out"):
+        benchmark.run_bench(Budget(steps=20, seeds=(0,), variants=("cvrl",)), tmp_path)
+    legacy = tmp_path / "old"
+    legacy.mkdir()
+    (legacy / "runs.jsonl").write_text(json.dumps({"encoder": "cvrl", "branch": "global",
+                                                   "seed": 0, "values": {}}) + "\n")
+    with pytest.raises(ValueError, match="records no budget"):
+        benchmark.run_bench(Budget(steps=10, seeds=(0,), variants=("cvrl",)), legacy)

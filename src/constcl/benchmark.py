@@ -176,6 +176,19 @@ def machine() -> str:
             f"thread(s) per process, torch {torch.__version__}")
 
 
+def provenance(runs: list[dict], minutes: float) -> str:
+    """How long this call took and, where it continued an earlier bench in the same folder,
+    which evaluations it reused and when those were made."""
+    old = [r for r in runs if r.get("reused")]
+    if not old:
+        return f"whole bench {minutes:.1f} min."
+    made = sorted(r["evaluated"] for r in old if r.get("evaluated"))
+    when = f", made {made[0]} to {made[-1]}" if made else ""
+    return (f"this call {minutes:.1f} min; it continued an earlier bench in the same folder: "
+            f"{len(old)} of {len(runs)} evaluations were reused from its runs.jsonl{when} "
+            f"(same budget), the other {len(runs) - len(old)} were made by this call.")
+
+
 def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots: list[Path],
                   command: str, extra_text: str = "") -> None:
     """``RESULTS.md``, ``results.json`` and ``report.html`` from the per-seed runs."""
@@ -184,8 +197,8 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
     strength = str(b.color_strength if b.color_strength is not None else demo_color_strength())
     header = [
         "# Results: random init vs CVRL vs region vs ConST-CL on the synthetic world", "",
-        f"Date {time.strftime('%Y-%m-%d %H:%M')}; machine: CPU ({machine()}); whole bench "
-        f"{minutes:.1f} min.", "", f"Command: `{command}`", "",
+        f"Date {time.strftime('%Y-%m-%d %H:%M')}; machine: CPU ({machine()}); "
+        + provenance(runs, minutes), "", f"Command: `{command}`", "",
         f"Budget: {b.steps} pretraining steps x {b.batch} videos per variant and seed, backbone "
         f"{b.backbone}, clips {b.frames} x {b.size}^2, colour strength {strength}, input "
         f"normalisation {input_norm(b)} (random init too); training "
@@ -209,18 +222,60 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
     (out / "RESULTS.md").write_text(text)
     (out / "results.json").write_text(json.dumps(
         {"budget": asdict(b), "command": command, "machine": machine(), "minutes": minutes,
-         "summary": summary, "runs": runs}, indent=2))
+         "summary": summary,
+         "runs": [{k: v for k, v in r.items() if k != "budget"} for r in runs]}, indent=2))
     write_report(ReportInputs(
         out=out, title=header[0].lstrip("# "), setup=[line for line in header[2:] if line],
         summary=summary, runs=runs, plots=plots, random_name=RANDOM,
         tasks={task: [title for title, _ in HEADLINES[task]] for task in TASKS}))
 
 
+def run_budget(b: Budget) -> dict:
+    """The fields of ``b`` that decide one (encoder, branch, seed) evaluation's numbers: all but
+    the lists of seeds and variants, with the colour strength resolved."""
+    fields = asdict(b)
+    del fields["seeds"], fields["variants"]
+    if fields["color_strength"] is None:
+        fields["color_strength"] = demo_color_strength()
+    return fields
+
+
+def read_finished(done: Path, b: Budget) -> dict[tuple[str, str, int], dict]:
+    """The evaluations recorded in ``done`` (``runs.jsonl``), keyed by (encoder, branch, seed).
+
+    Every record carries the budget it was made with; a record made with another budget is an
+    error rather than a silent mix of two experiments in one table."""
+    want = run_budget(b)
+    finished = {}
+    if not done.exists():
+        return finished
+    for number, line in enumerate(done.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        have = r.get("budget")
+        if have is None:
+            raise ValueError(f"{done} line {number} records no budget (written by an older "
+                             f"constcl); use a new --out folder")
+        differ = sorted(k for k in want if have.get(k) != want[k])
+        if differ:
+            raise ValueError(
+                f"{done} line {number} was evaluated with another budget ("
+                + ", ".join(f"{k} {have.get(k)!r} there, {want[k]!r} now" for k in differ)
+                + "); use a new --out folder, or the same budget to continue that bench")
+        finished[(r["encoder"], r["branch"], r["seed"])] = r
+    return finished
+
+
 def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> list[dict]:
     """Pretrain and evaluate everything of ``b`` into ``out``; write ``RESULTS.md``,
     ``results.json`` and ``report.html`` there (``command`` is quoted in them); return the
-    per-seed runs. Finished evaluations are kept in ``out/runs.jsonl``, so calling it again
-    with the same ``out`` continues where it stopped."""
+    per-seed runs.
+
+    Finished evaluations are kept in ``out/runs.jsonl`` with their budget and time, so calling
+    it again with the same ``out`` and budget continues where it stopped, and adding seeds or
+    variants evaluates only what is new (finished pretraining runs are resumed, not redone);
+    RESULTS.md says which evaluations were reused and when they were made."""
     began = time.time()
     # evaluations decode with 2 DataLoader workers; more compute threads than free cores makes
     # PyTorch's CPU kernels many times slower
@@ -230,11 +285,10 @@ def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> lis
     generate_world(world, num_videos=b.videos, seed=b.world_seed, size=128, tracks="val")
     runs: list[dict] = []
     done = out / "runs.jsonl"  # finished evaluations, so a rerun continues where it stopped
-    finished = {}
-    if done.exists():
-        for line in done.read_text().splitlines():
-            r = json.loads(line)
-            finished[(r["encoder"], r["branch"], r["seed"])] = r
+    finished = read_finished(done, b)
+    budget = run_budget(b)
+
+    reused = set(finished)
 
     def evaluate_all(name: str, checkpoint: str, branches: tuple[str, ...], seed: int) -> None:
         for branch in branches:
@@ -243,10 +297,11 @@ def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> lis
                 values = evaluate(name.replace(" ", "_"), checkpoint, branch, seed, world, out,
                                   b)
                 finished[key] = {"encoder": name, "branch": branch, "seed": seed,
-                                 "values": values}
+                                 "values": values, "budget": budget,
+                                 "evaluated": time.strftime("%Y-%m-%d %H:%M")}
                 with done.open("a") as f:
                     f.write(json.dumps(finished[key]) + "\n")
-            runs.append(finished[key])
+            runs.append({**finished[key], "reused": key in reused})
             log.info("%s / %s / seed %d: %s", name, branch, seed, finished[key]["values"])
 
     for seed in b.seeds:
