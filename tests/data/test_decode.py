@@ -90,3 +90,88 @@ def test_decode_clips_from_one_open_equals_each_clip_alone(videos, name):
 def test_decode_clips_reports_a_truncated_file(videos):
     with pytest.raises(VideoError):
         decode_clips(videos["truncated_mkv"], [[0, 1], [LEVEL_FRAMES - 2, LEVEL_FRAMES - 1]])
+
+
+def test_join_clips_merges_overlapping_and_nearby_clips_in_time_order():
+    from constcl.data.decode import join_clips
+
+    far = [np.array([20, 22, 24]), np.array([3, 5, 7])]
+    assert [p.tolist() for p in join_clips(far, 0)] == [[3, 5, 7], [20, 22, 24]]
+    # 12 frames (8..19) lie between 7 and 20: joined when up to 12 may be decoded through
+    assert [p.tolist() for p in join_clips(far, 11)] == [[3, 5, 7], [20, 22, 24]]
+    assert [p.tolist() for p in join_clips(far, 12)] == [[3, 5, 7, 20, 22, 24]]
+    overlap = [np.array([6, 8, 10]), np.array([4, 6, 8]), np.array([40, 2])]  # looped: 40, 2
+    assert [p.tolist() for p in join_clips(overlap, 0)] == [[2, 4, 6, 8, 10, 40]]
+
+
+def _nal(header: int, payload: bytes = b"\x88\x84", length_size: int = 4) -> bytes:
+    return (len(payload) + 1).to_bytes(length_size, "big") + bytes([header]) + payload
+
+
+def test_nonref_h264_access_units_are_recognised_from_their_nal_headers():
+    from constcl.data.decode import is_nonref_h264
+
+    assert is_nonref_h264(_nal(0x01), 4)  # nal_ref_idc 0, non-IDR slice
+    assert is_nonref_h264(_nal(0x06) + _nal(0x01) + _nal(0x01), 4)  # SEI, then two slices
+    assert is_nonref_h264(_nal(0x01, length_size=2), 2)
+    assert not is_nonref_h264(_nal(0x41), 4)  # nal_ref_idc 2: other frames refer to it
+    assert not is_nonref_h264(_nal(0x01) + _nal(0x21), 4)  # one reference slice is enough
+    assert not is_nonref_h264(_nal(0x65), 4)  # IDR
+    assert not is_nonref_h264(_nal(0x06), 4)  # no slice at all
+    assert not is_nonref_h264(_nal(0x01)[:-1], 4)  # the length runs past the packet
+    assert not is_nonref_h264(b"", 4)
+
+
+def _count_skips(monkeypatch):
+    from constcl.data import decode
+
+    counts = {"skipped": 0, "full_passes": 0}
+    real_nonref, real_forward = decode.is_nonref_h264, decode._decode_forward
+
+    def nonref(data, length_size):
+        result = real_nonref(data, length_size)
+        counts["skipped"] += result  # only called for frames not needed, so True means skipped
+        return result
+
+    def forward(*args, skip=None, **kwargs):
+        counts["full_passes"] += skip is None
+        return real_forward(*args, skip=skip, **kwargs)
+
+    monkeypatch.setattr(decode, "is_nonref_h264", nonref)
+    monkeypatch.setattr(decode, "_decode_forward", forward)
+    return counts
+
+
+@pytest.mark.parametrize("name", ["levels", "levels_wide", "vfr"])
+def test_skipping_nonref_frames_changes_no_decoded_frame(videos, name, monkeypatch):
+    from constcl.data import decode
+
+    clips = [[20, 22, 24], [3, 5, 7], [30, 31, 40], [1, 9, 17, 25, 33, 41]]
+    if name == "vfr":
+        clips = [[9, 10, 12], [0, 2, 4], [3, 3, 5], [12]]
+    with monkeypatch.context() as m:  # the reference: every frame decoded
+        m.setattr(decode, "_nonref_length_size", lambda stream: None)
+        reference = [decode_frames(videos[name], c) for c in clips]
+    counts = _count_skips(monkeypatch)
+    for clip, expected in zip(clips, reference, strict=True):
+        assert np.array_equal(decode_frames(videos[name], clip), expected)
+    together = decode_clips(videos[name], clips)
+    assert all(np.array_equal(a, b) for a, b in zip(together, reference, strict=True))
+    assert counts["skipped"] > 0 and counts["full_passes"] == 0
+    if name != "vfr":
+        assert [index_of(f).tolist() for f in together] == clips
+
+
+@pytest.mark.parametrize("name", ["levels", "vfr"])
+def test_a_skipped_frame_that_is_needed_is_decoded_after_all(videos, name, monkeypatch):
+    """With a window that keeps nothing, wanted non-reference frames are skipped too: the
+    check must notice and decode that range again without skipping."""
+    from constcl.data import decode
+
+    clips = [[3, 4, 5, 6], [0, 1], [11, 12, 13, 14]] if name == "levels" else [[3, 4, 5], [0]]
+    reference = [decode_frames(videos[name], c) for c in clips]
+    counts = _count_skips(monkeypatch)
+    monkeypatch.setattr(decode, "_KEEP_WINDOW_FRAMES", -2.0)
+    for clip, expected in zip(clips, reference, strict=True):
+        assert np.array_equal(decode_frames(videos[name], clip), expected)
+    assert counts["full_passes"] > 0

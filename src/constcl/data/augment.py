@@ -115,7 +115,9 @@ def apply_crop(frames: np.ndarray, params: CropParams, size: int) -> torch.Tenso
     Args:
         frames: uint8 (T, H, W, 3).
     Returns:
-        uint8 tensor (3, T, size, size).
+        uint8 tensor (3, T, size, size), a permuted view of a (T, 3, size, size) result (one
+        copy fewer per clip; ``torch.stack`` in the collate function makes the batch
+        contiguous).
     """
     p = params
     clip = torch.from_numpy(np.ascontiguousarray(frames))
@@ -124,7 +126,7 @@ def apply_crop(frames: np.ndarray, params: CropParams, size: int) -> torch.Tenso
     clip = F.interpolate(clip, size=(size, size), mode="bilinear", antialias=True)
     if p.flip:
         clip = clip.flip(-1)
-    return clip.permute(1, 0, 2, 3).contiguous()
+    return clip.permute(1, 0, 2, 3)
 
 
 def random_crop_flip(

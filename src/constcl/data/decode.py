@@ -21,6 +21,7 @@ and the parallelism comes from DataLoader workers.
 
 from __future__ import annotations
 
+import bisect
 import io
 import math
 from collections.abc import Callable, Sequence
@@ -38,6 +39,11 @@ __all__ = ["VideoError", "VideoInfo", "EncodedVideo", "VideoInput", "Decoder", "
 # Indices at most this many nominal frames past the last decoded frame map to the last frame
 # (header frame counts and durations are estimates); further than that means a truncated file.
 _END_SLACK_FRAMES = 2
+# Clips of one video closer than this are decoded in one pass rather than with a seek each.
+_JOIN_SECONDS = 0.5
+# Non-reference frames are decoded only when they lie less than this many nominal frame periods
+# before a wanted frame's time; the others are skipped (the selection checks the guess).
+_KEEP_WINDOW_FRAMES = 1.0
 
 
 class VideoError(ConstclError):
@@ -219,8 +225,8 @@ def decode_all(path: VideoInput, short_side: int | None = None) -> np.ndarray:
 
 
 def _reformatter():
-    """One colour converter per decode: it keeps its swscale context between frames (a
-    ``frame.to_ndarray(width=...)`` per frame builds a new one each time, ~30x slower)."""
+    """One colour converter per decode pass: it keeps its swscale context between frames (a
+    ``frame.to_ndarray(width=...)`` per frame builds a new one each time)."""
     from av.video.reformatter import VideoReformatter
 
     return VideoReformatter()
@@ -228,7 +234,11 @@ def _reformatter():
 
 def _rgb(reformatter, frame, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a decoded frame at ``size`` = (width, height)."""
-    return reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+    # threads=1: PyAV's default (0, automatic) gives every converter its own thread pool, which
+    # costs ~7 ms of CPU to start per decode pass, oversubscribes the cores that the DataLoader
+    # workers already fill, and must not be inherited across a fork
+    return reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24",
+                                threads=1).to_ndarray()
 
 
 def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -243,27 +253,44 @@ def _decode_pyav(path: VideoInput, indices: np.ndarray, short_side: int | None) 
     return _decode_pyav_clips(path, [indices], short_side)[0]
 
 
+def join_clips(clips: Sequence[np.ndarray], join_frames: int) -> list[np.ndarray]:
+    """The sorted unique frame indices to decode in one forward pass each: clips whose index
+    ranges overlap, or are at most ``join_frames`` frames apart, are joined into one pass (so
+    overlapping frames are decoded once, and a short gap is decoded through instead of seeking
+    back to a key frame), in time order."""
+    spans = sorted((np.unique(c) for c in clips), key=lambda w: int(w[0]))
+    passes: list[np.ndarray] = []
+    for wanted in spans:
+        if passes and int(wanted[0]) <= int(passes[-1][-1]) + 1 + join_frames:
+            passes[-1] = np.union1d(passes[-1], wanted)
+        else:
+            passes.append(wanted)
+    return passes
+
+
 def _decode_pyav_clips(path: VideoInput, clips: Sequence[np.ndarray],
                        short_side: int | None) -> list[np.ndarray]:
-    """Every clip's frames from one opened container: one seek per clip (a second open of the
-    file would cost about as much as the seek)."""
+    """Every clip's frames from one opened container (a second open of the file would cost
+    about as much as a seek). Clips that overlap or nearly touch are decoded in one pass
+    (:func:`join_clips`, gap up to half a second: about what a seek costs in frames decoded
+    from the previous key frame when there is one every second, as after ``data prepare``);
+    the others get one seek each."""
     import av
 
     container = _open(path)
-    out = []
     try:
         stream = _video_stream(container, path)
         stream.thread_count = 1  # short decodes: threads cost more than they save
-        for n, indices in enumerate(clips):
-            wanted = np.unique(indices)  # sorted
-            frames = _select_frames(container, stream, wanted, short_side, path, rewind=n > 0)
-            lookup = {int(k): i for i, k in enumerate(wanted)}
-            out.append(np.stack([frames[lookup[int(k)]] for k in indices]))
+        join = int(float(_rate(stream)) * _JOIN_SECONDS)
+        frames: dict[int, np.ndarray] = {}
+        for n, wanted in enumerate(join_clips(clips, join)):
+            decoded = _select_frames(container, stream, wanted, short_side, path, rewind=n > 0)
+            frames.update(zip((int(k) for k in wanted), decoded, strict=True))
+        return [np.stack([frames[int(k)] for k in indices]) for indices in clips]
     except av.FFmpegError as err:
         raise VideoError(path, f"decoding failed ({err})") from err
     finally:
         container.close()
-    return out
 
 
 def _select_frames(container, stream, wanted, short_side, path,
@@ -278,10 +305,20 @@ def _select_frames(container, stream, wanted, short_side, path,
         seek_pts = start + math.floor(Fraction(int(wanted[0])) / fps / tb)
     else:
         seek_pts = start if rewind else None
-    result = _decode_forward(container, stream, thresholds, short_side, seek_pts)
-    if result is None:  # the seek landed after the first wanted frame: decode from the start
-        result = _decode_forward(container, stream, thresholds, short_side, start, retry=False)
-    out, last_time = result
+
+    def attempt(skip: int | None):
+        result = _decode_forward(container, stream, thresholds, short_side, seek_pts, skip=skip)
+        if result is None:  # the seek landed after the first wanted frame: decode from the start
+            result = _decode_forward(container, stream, thresholds, short_side, start,
+                                     retry=False, skip=skip)
+        return result
+
+    try:
+        out, last_time = attempt(_nonref_length_size(stream))
+    except _SkippedNeeded:  # a skipped frame was the one to pick: decode every frame instead
+        if seek_pts is None:  # a fresh container: go back to the first frame explicitly
+            seek_pts = start
+        out, last_time = attempt(None)
     if last_time is None:
         raise VideoError(path, "zero frames")
     if len(out) < len(thresholds):
@@ -289,11 +326,65 @@ def _select_frames(container, stream, wanted, short_side, path,
     return out
 
 
-def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=True):
+class _SkippedNeeded(Exception):
+    """A frame that was not decoded (a skipped non-reference frame) turned out to be the one
+    to pick; the caller decodes the range again without skipping."""
+
+
+def _nonref_length_size(stream) -> int | None:
+    """For H.264 in MP4 / Matroska framing (avcC: length-prefixed NAL units), the size in bytes
+    of each NAL length field; None where non-reference frames cannot be recognised from the
+    packet bytes (other codecs, Annex B streams), so every frame is decoded."""
+    ctx = stream.codec_context
+    extradata = ctx.extradata
+    if ctx.name != "h264" or not extradata or len(extradata) < 5 or extradata[0] != 1:
+        return None
+    return (extradata[4] & 3) + 1
+
+
+def is_nonref_h264(data: bytes, length_size: int) -> bool:
+    """True when an H.264 access unit in avcC framing (``length_size``-byte big-endian NAL
+    lengths) holds slices and all of them have ``nal_ref_idc`` 0: no other frame is predicted
+    from it, so it can be left undecoded without changing any other frame. Malformed framing
+    gives False (decode it)."""
+    i, slices = 0, False
+    while i + length_size < len(data):
+        size = int.from_bytes(data[i : i + length_size], "big")
+        header = data[i + length_size]
+        if size == 0 or i + length_size + size > len(data):
+            return False
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR)
+            if header & 0x60:  # nal_ref_idc != 0
+                return False
+            slices = True
+        i += length_size + size
+    return slices and i == len(data)
+
+
+def _packets(container, stream, keep, skip: int | None, skipped: list[int]):
+    """Decoded frames in display order; with ``skip`` (the NAL length size), packets of
+    non-reference frames whose pts fails ``keep(pts)`` are not decoded and their pts are
+    appended to ``skipped``."""
+    for packet in container.demux(stream):
+        if (skip is not None and packet.size and packet.pts is not None
+                and not keep(packet.pts) and is_nonref_h264(bytes(packet), skip)):
+            skipped.append(packet.pts)
+            continue
+        yield from packet.decode()
+
+
+def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=True,
+                    skip: int | None = None):
     """Decode from ``seek_pts`` (None: from where the container is) and select frames.
 
     Returns (selected RGB arrays, time of the last decoded frame), or None when ``retry`` and
     the first decoded frame is already past the first threshold (an imprecise seek).
+
+    With ``skip`` (see :func:`_nonref_length_size`), non-reference frames that are not within
+    one nominal frame period before a threshold are not decoded at all (about half of the
+    frames of a typical x264 stream: the lead-in after the seek and the frames a stride
+    passes over). Nothing else changes: no frame is predicted from them. Should one of them
+    be the frame to pick (irregular timestamps), :class:`_SkippedNeeded` is raised.
     """
     tb, start = stream.time_base, stream.start_time or 0
     period = 1 / _rate(stream)
@@ -302,11 +393,28 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=T
     out: list[np.ndarray] = []
     prev, prev_time, size = None, None, None
     reformatter = _reformatter()
+    # in pts units (floats: the skip decision only needs to be right most of the time, and the
+    # check in rgb() below errs towards decoding again)
+    limits = [float(start + t / tb) for t in thresholds]
+    # a frame in (limit - window, limit] may be picked
+    window = 1.0 + _KEEP_WINDOW_FRAMES * float(period / tb)
+    skipped: list[int] = []
 
-    def rgb(frame) -> np.ndarray:
+    def keep(pts: int) -> bool:
+        i = bisect.bisect_left(limits, pts)
+        return i < len(limits) and limits[i] - window < pts
+
+    def rgb(frame, threshold: Fraction) -> np.ndarray:
+        # the frame to pick is the last one at or before the threshold: a skipped frame after
+        # the chosen one and not after the threshold would have been it
+        if skipped:
+            low = float(start + prev_time / tb) - 1e-6 if frame is prev else -math.inf
+            high = float(start + threshold / tb) + 1e-6
+            if any(low < pts <= high for pts in skipped):
+                raise _SkippedNeeded
         return _rgb(reformatter, frame, size)
 
-    for frame in container.decode(stream):
+    for frame in _packets(container, stream, keep, skip, skipped):
         if frame.pts is not None:
             time = Fraction(frame.pts - start) * tb
         else:  # no timestamp: one nominal period after the previous frame
@@ -315,12 +423,16 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=T
             return None
         size = size or _target_size(frame.width, frame.height, short_side)
         while len(out) < len(thresholds) and time > thresholds[len(out)]:
-            out.append(rgb(prev if prev is not None else frame))
+            picked = prev if prev is not None else frame
+            out.append(rgb(picked, thresholds[len(out)]))
         if len(out) == len(thresholds):
             return out, time
         prev, prev_time = frame, time
     if prev is not None:  # stream ended: indices just past the end map to the last frame
-        last, limit = rgb(prev), prev_time + tb + _END_SLACK_FRAMES * period
+        limit = prev_time + tb + _END_SLACK_FRAMES * period
+        if any(pts > float(start + prev_time / tb) - 1e-6 for pts in skipped):
+            raise _SkippedNeeded  # the true last frame was skipped
+        last = _rgb(reformatter, prev, size)
         while len(out) < len(thresholds) and thresholds[len(out)] <= limit:
             out.append(last)
     return out, prev_time

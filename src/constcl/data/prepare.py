@@ -185,7 +185,7 @@ def _transcode_stream(inp, out, enc: EncodeSettings, src) -> int:
     def emit(frame) -> None:
         nonlocal written
         image = reformatter.reformat(frame, width=size[0], height=size[1], format="yuv420p",
-                                     interpolation="AREA")
+                                     interpolation="AREA", threads=1)
         image.pts, image.time_base = written, 1 / fps
         out.mux(ostream.encode(image))
         written += 1
