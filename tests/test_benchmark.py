@@ -122,3 +122,27 @@ def test_rerun_with_another_budget_is_refused(monkeypatch, tmp_path):
                                                    "seed": 0, "values": {}}) + "\n")
     with pytest.raises(ValueError, match="records no budget"):
         benchmark.run_bench(Budget(steps=10, seeds=(0,), variants=("cvrl",)), legacy)
+
+
+def test_paired_differences_by_seed_hand_computed(tmp_path):
+    from constcl.benchmark import paired_differences
+
+    runs = [run("random init", "global", s, v) for s, v in ((0, 0.1), (1, 0.2), (2, 0.3))]
+    runs += [run("cvrl", "global", s, v) for s, v in ((0, 0.2), (1, 0.2), (2, 0.5))]
+    runs += [run("constcl", "local", s, v) for s, v in ((0, 0.3), (1, 0.1), (2, 0.6))]
+    runs.append(run("region", "global", 7, 0.9))  # shares no seed: no row
+    rows = {(r["row"], r["baseline"][0]): r["column"] for r in paired_differences(runs)}
+    assert set(rows) == {(("cvrl", "global"), "random init"),
+                         (("constcl", "local"), "random init"), (("constcl", "local"), "cvrl")}
+    mean, se, n, ahead = rows[(("cvrl", "global"), "random init")][COLUMNS[0]]
+    # differences 0.1, 0.0, 0.2: mean 0.1, sample sd 0.1, standard error 0.1 / sqrt(3)
+    assert (mean, se, n, ahead) == (pytest.approx(0.1), pytest.approx(0.1 / 3 ** 0.5), 3, 2)
+    mean, se, n, ahead = rows[(("constcl", "local"), "cvrl")][COLUMNS[0]]
+    # differences 0.1, -0.1, 0.1: mean 1/30, sample sd sqrt(0.04 / 3)
+    se_hand = (0.04 / 3) ** 0.5 / 3 ** 0.5
+    assert (mean, se, n, ahead) == (pytest.approx(1 / 30), pytest.approx(se_hand), 3, 2)
+    budget = Budget(steps=10, videos=24, backbone="r3d_tiny", seeds=(0, 1, 2))
+    write_results(tmp_path, runs[:9], budget, 1.0, [], "constcl bench")
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| cvrl, global | random init | " + " | ".join(["+10.0 ± 5.8 (2/3)"] * len(COLUMNS)) \
+        in text

@@ -165,6 +165,59 @@ def demo_color_strength() -> float:
     return load_config(preset_path("demo")).data.color_strength
 
 
+def paired_differences(runs: list[dict]) -> list[dict]:
+    """Per-seed differences between encoders trained (or drawn) with the same seed: every
+    pretrained (encoder, branch) minus random init, and every ConST-CL / region branch minus
+    CVRL. Returns rows {"row": (encoder, branch), "baseline": (encoder, branch), "column":
+    {title: (mean, standard error, seeds, seeds where the row is ahead)}} for pairs that share
+    at least two seeds. Seeds pair up because both members of a pair see the same world, and
+    pretrained variants the same data order; the standard error of the mean difference is
+    the number to compare with zero."""
+    by_key = {(r["encoder"], r["branch"], r["seed"]): r["values"] for r in runs}
+    groups = list(dict.fromkeys((r["encoder"], r["branch"]) for r in runs))
+    pairs = [(g, (RANDOM, "global")) for g in groups if g[0] != RANDOM]
+    pairs += [(g, ("cvrl", "global")) for g in groups if g[0] not in (RANDOM, "cvrl")]
+    out = []
+    for row, base in pairs:
+        seeds = sorted({s for e, b, s in by_key if (e, b) == row} &
+                       {s for e, b, s in by_key if (e, b) == base})
+        if len(seeds) < 2:
+            continue
+        columns = {}
+        for column in COLUMNS:
+            diffs = [by_key[(*row, s)][column] - by_key[(*base, s)][column] for s in seeds
+                     if by_key[(*row, s)].get(column) is not None
+                     and by_key[(*base, s)].get(column) is not None]
+            if len(diffs) >= 2:
+                columns[column] = (statistics.fmean(diffs),
+                                   statistics.stdev(diffs) / len(diffs) ** 0.5, len(diffs),
+                                   sum(d > 0 for d in diffs))
+        out.append({"row": row, "baseline": base, "column": columns})
+    return out
+
+
+def _paired_table(runs: list[dict]) -> list[str]:
+    rows = paired_differences(runs)
+    if not rows:
+        return []
+    lines = ["", "Paired by seed (row minus baseline, the same seed): mean ± standard error in "
+             "points, then in how many seeds the row is ahead. A difference is resolved when "
+             "it is more than about two standard errors from zero.", "",
+             "| encoder, branch | minus | " + " | ".join(COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        cells = []
+        for column in COLUMNS:
+            if column not in r["column"]:
+                cells.append("n/a")
+                continue
+            mean, se, n, ahead = r["column"][column]
+            cells.append(f"{100 * mean:+.1f} ± {100 * se:.1f} ({ahead}/{n})")
+        lines.append(f"| {r['row'][0]}, {r['row'][1]} | {r['baseline'][0]} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
 def _cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
@@ -184,9 +237,11 @@ def provenance(runs: list[dict], minutes: float) -> str:
         return f"whole bench {minutes:.1f} min."
     made = sorted(r["evaluated"] for r in old if r.get("evaluated"))
     when = f", made {made[0]} to {made[-1]}" if made else ""
+    made_now = (f"the other {len(runs) - len(old)} were made by this call" if len(old) < len(runs)
+                else "this call only wrote the tables")
     return (f"this call {minutes:.1f} min; it continued an earlier bench in the same folder: "
             f"{len(old)} of {len(runs)} evaluations were reused from its runs.jsonl{when} "
-            f"(same budget), the other {len(runs) - len(old)} were made by this call.")
+            f"(same budget), {made_now}.")
 
 
 def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots: list[Path],
@@ -218,11 +273,12 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
                 "|---|---|---|" + "---|" * len(COLUMNS)]
     per_seed += [f"| {r['encoder']} | {r['branch']} | {r['seed']} | "
                  + " | ".join(_cell(r["values"][c], None) for c in COLUMNS) + " |" for r in runs]
-    text = "\n".join(header + table + per_seed) + "\n" + (f"\n{extra_text}\n" if extra_text else "")
+    text = "\n".join(header + table + _paired_table(runs) + per_seed) + "\n" \
+        + (f"\n{extra_text}\n" if extra_text else "")
     (out / "RESULTS.md").write_text(text)
     (out / "results.json").write_text(json.dumps(
         {"budget": asdict(b), "command": command, "machine": machine(), "minutes": minutes,
-         "summary": summary,
+         "summary": summary, "paired": paired_differences(runs),
          "runs": [{k: v for k, v in r.items() if k != "budget"} for r in runs]}, indent=2))
     write_report(ReportInputs(
         out=out, title=header[0].lstrip("# "), setup=[line for line in header[2:] if line],
