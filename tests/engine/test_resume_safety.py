@@ -253,3 +253,19 @@ def test_detections_with_some_box_files_warn(world, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="constcl.train"):
         build_dataset(detection_config(world, tmp_path, world.parent / "boxes"))
     assert "box file" not in caplog.text
+
+
+def test_synthetic_world_settings_are_inert_when_neither_run_used_that_world(tmp_path):
+    """A bench run trains on its own world folder; a later change of the preset's default
+    synthetic world size must not block resuming it, while a run on the built-in world must
+    still be refused when that world changes."""
+    old = load_config(None, [f"data.source={tmp_path}", "data.synth_videos=200"])
+    new = load_config(None, [f"data.source={tmp_path}", "data.synth_videos=500"])
+    assert resume.check_resume_config(new, checkpoint_state(old), "ck.pt") == {}
+    with pytest.raises(ConfigError, match="data.synth_videos: 200 -> 500"):
+        resume.check_resume_config(load_config(None, ["data.synth_videos=500"]),
+                                   checkpoint_state(load_config(None, ["data.synth_videos=200"])),
+                                   "ck.pt")
+    with pytest.raises(ConfigError, match=f"data.source: '{tmp_path}' -> 'synthetic'"):
+        resume.check_resume_config(load_config(None, ["data.synth_videos=500"]),
+                                   checkpoint_state(old), "ck.pt")

@@ -36,6 +36,10 @@ of a run killed before its first checkpoint) are just moved aside, so running th
 again after such a kill starts the run afresh."""
 
 
+SYNTHETIC_WORLD_FIELDS = ("data.synth_dir", "data.synth_videos", "data.synth_size")
+"""Fields that only matter with ``data.source=synthetic``."""
+
+
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, entries in values.items()
             if isinstance(entries, dict) for key, value in entries.items()}
@@ -70,6 +74,11 @@ def check_resume_config(cfg: Config, state: dict[str, Any], source: str
         return {}
     old = json.loads(saved) if isinstance(saved, str) else saved
     changes = config_changes(old, to_dict(cfg), defaults=to_dict(Config()))
+    old_source = _flat({**to_dict(Config()), **old}).get("data.source")
+    if old_source != "synthetic" and cfg.data.source != "synthetic":
+        # the built-in world's settings are inert when neither run trained on it (e.g. a
+        # preset's default world size changed after a bench run on its own world)
+        changes = {k: v for k, v in changes.items() if k not in SYNTHETIC_WORLD_FIELDS}
     shape = {k: v for k, v in changes.items() if resume_kind(k) == "shape"}
     if shape:
         raise ConfigError(f"cannot resume from {source}: the model differs from the "
