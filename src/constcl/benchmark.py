@@ -296,12 +296,12 @@ def run_budget(b: Budget) -> dict:
     return fields
 
 
-def read_finished(done: Path, b: Budget) -> dict[tuple[str, str, int], dict]:
+def read_finished(done: Path, want: dict) -> dict[tuple[str, str, int], dict]:
     """The evaluations recorded in ``done`` (``runs.jsonl``), keyed by (encoder, branch, seed).
 
-    Every record carries the budget it was made with; a record made with another budget is an
-    error rather than a silent mix of two experiments in one table."""
-    want = run_budget(b)
+    Every record carries the budget it was made with (``run_budget``); a record made with
+    another budget than ``want`` is an error rather than a silent mix of two experiments in
+    one table."""
     finished = {}
     if not done.exists():
         return finished
@@ -341,8 +341,8 @@ def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> lis
     generate_world(world, num_videos=b.videos, seed=b.world_seed, size=128, tracks="val")
     runs: list[dict] = []
     done = out / "runs.jsonl"  # finished evaluations, so a rerun continues where it stopped
-    finished = read_finished(done, b)
     budget = run_budget(b)
+    finished = read_finished(done, budget)
 
     reused = set(finished)
 

@@ -393,8 +393,8 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=T
     out: list[np.ndarray] = []
     prev, prev_time, size = None, None, None
     reformatter = _reformatter()
-    # in pts units (floats: the skip decision only needs to be right most of the time, and the
-    # check in rgb() below errs towards decoding again)
+    # in pts units (floats: the skip decision only needs to be right most of the time, and
+    # check_skipped() below errs towards decoding again)
     limits = [float(start + t / tb) for t in thresholds]
     # a frame in (limit - window, limit] may be picked
     window = 1.0 + _KEEP_WINDOW_FRAMES * float(period / tb)
@@ -404,15 +404,14 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=T
         i = bisect.bisect_left(limits, pts)
         return i < len(limits) and limits[i] - window < pts
 
-    def rgb(frame, threshold: Fraction) -> np.ndarray:
-        # the frame to pick is the last one at or before the threshold: a skipped frame after
-        # the chosen one and not after the threshold would have been it
-        if skipped:
-            low = float(start + prev_time / tb) - 1e-6 if frame is prev else -math.inf
-            high = float(start + threshold / tb) + 1e-6
-            if any(low < pts <= high for pts in skipped):
-                raise _SkippedNeeded
-        return _rgb(reformatter, frame, size)
+    def check_skipped(after: Fraction | None, upto: Fraction | None) -> None:
+        """The frame to pick is the last one at or before ``upto`` (None: the end); the
+        candidate was decoded at ``after`` (None: nothing before it). A skipped frame between
+        the two would have been the one: raise :class:`_SkippedNeeded`."""
+        low = -math.inf if after is None else float(start + after / tb) - 1e-6
+        high = math.inf if upto is None else float(start + upto / tb) + 1e-6
+        if any(low < pts <= high for pts in skipped):
+            raise _SkippedNeeded
 
     for frame in _packets(container, stream, keep, skip, skipped):
         if frame.pts is not None:
@@ -423,15 +422,14 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts, retry=T
             return None
         size = size or _target_size(frame.width, frame.height, short_side)
         while len(out) < len(thresholds) and time > thresholds[len(out)]:
-            picked = prev if prev is not None else frame
-            out.append(rgb(picked, thresholds[len(out)]))
+            check_skipped(prev_time, thresholds[len(out)])
+            out.append(_rgb(reformatter, prev if prev is not None else frame, size))
         if len(out) == len(thresholds):
             return out, time
         prev, prev_time = frame, time
     if prev is not None:  # stream ended: indices just past the end map to the last frame
         limit = prev_time + tb + _END_SLACK_FRAMES * period
-        if any(pts > float(start + prev_time / tb) - 1e-6 for pts in skipped):
-            raise _SkippedNeeded  # the true last frame was skipped
+        check_skipped(prev_time, None)  # the true last frame may have been skipped
         last = _rgb(reformatter, prev, size)
         while len(out) < len(thresholds) and thresholds[len(out)] <= limit:
             out.append(last)

@@ -74,7 +74,7 @@ def check_resume_config(cfg: Config, state: dict[str, Any], source: str
         return {}
     old = json.loads(saved) if isinstance(saved, str) else saved
     changes = config_changes(old, to_dict(cfg), defaults=to_dict(Config()))
-    old_source = _flat({**to_dict(Config()), **old}).get("data.source")
+    old_source = changes.get("data.source", (cfg.data.source,))[0]
     if old_source != "synthetic" and cfg.data.source != "synthetic":
         # the built-in world's settings are inert when neither run trained on it (e.g. a
         # preset's default world size changed after a bench run on its own world)
