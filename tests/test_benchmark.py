@@ -73,6 +73,10 @@ def test_every_task_gets_valid_settings_of_its_own_runner(task, tmp_path):
         assert s.sequences == (3 if task == "track" else 2)
 
 
+class _Calls(list):
+    evaluated: list
+
+
 def _fake_bench(monkeypatch, calls):
     """run_bench with pretraining and evaluation replaced by recorders (their own tests cover
     them): each evaluation's numbers are its seed / 10, so reused ones can be told apart."""
@@ -82,16 +86,22 @@ def _fake_bench(monkeypatch, calls):
     monkeypatch.setattr(benchmark, "pretrain_variant",
                         lambda variant, seed, *a: calls.append(("pretrain", variant, seed))
                         or f"ckpt-{variant}-{seed}")
-    monkeypatch.setattr(benchmark, "evaluate",
-                        lambda name, ckpt, branch, seed, *a: calls.append(("eval", name, branch,
-                                                                           seed))
-                        or {c: seed / 10 for c in COLUMNS})
+    def evaluate(name, ckpt, branch, seed, world, out, b, tasks=benchmark.TASKS):
+        calls.append(("eval", name, branch, seed))
+        evaluated.append(tasks)
+        titles = [title for task in tasks for title, _ in benchmark.HEADLINES[task]]
+        # the OTB columns read the OTB sequence count too, so a re-evaluation shows
+        return {c: seed / 10 + (b.otb_sequences / 1000 if c.startswith("OTB") else 0)
+                for c in titles}
+
+    evaluated = calls.evaluated = []  # the tasks of each evaluation, in order
+    monkeypatch.setattr(benchmark, "evaluate", evaluate)
     monkeypatch.setattr(benchmark, "write_report", lambda inputs: None)
     return benchmark
 
 
 def test_rerun_with_more_seeds_evaluates_only_the_new_ones(monkeypatch, tmp_path):
-    calls = []
+    calls = _Calls()
     benchmark = _fake_bench(monkeypatch, calls)
     b = Budget(steps=10, seeds=(0,), variants=("cvrl", "constcl"))
     benchmark.run_bench(b, tmp_path)
@@ -105,14 +115,43 @@ def test_rerun_with_more_seeds_evaluates_only_the_new_ones(monkeypatch, tmp_path
     assert [r["reused"] for r in runs if r["seed"] == 0] == [True] * 4
     assert [r["reused"] for r in runs if r["seed"] == 1] == [False] * 4
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "4 of 8 evaluations were reused from its runs.jsonl" in text
+    assert "4 of 8 evaluations were reused whole from its runs.jsonl" in text
     assert "| cvrl | global | 5.0 ± 7.1 |" in text  # seeds 0 and 1 read 0.0 and 10.0
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 8 and all(json.loads(x)["budget"]["steps"] == 10 for x in lines)
 
 
+def test_rerun_with_another_evaluation_setting_evaluates_only_that_task(monkeypatch, tmp_path):
+    calls = _Calls()
+    benchmark = _fake_bench(monkeypatch, calls)
+    benchmark.run_bench(Budget(steps=10, seeds=(0,), variants=("constcl",), otb_sequences=4),
+                        tmp_path)
+    assert calls.evaluated == [benchmark.TASKS] * 3  # random, constcl global and local
+    calls.clear(), calls.evaluated.clear()
+    b = Budget(steps=10, seeds=(0,), variants=("constcl",), otb_sequences=8)
+    runs = benchmark.run_bench(b, tmp_path)
+    # the finished pretraining run is asked for its weights (a resume), then only OTB runs
+    assert ("pretrain", "constcl", 0) in calls and calls.evaluated == [("track",)] * 3
+    assert [r["reevaluated"] for r in runs] == [["track"]] * 3
+    assert not any(r["reused"] for r in runs)
+    for r in runs:  # OTB columns from this call (0.008), the rest kept from the first (0.0)
+        assert {c: v for c, v in r["values"].items() if v} == {
+            "OTB precision@20": 0.008, "OTB success AUC": 0.008}
+        assert set(r["values"]) == set(COLUMNS) and set(r["task_times"]) == set(benchmark.TASKS)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "0 of 3 evaluations were reused whole" in text
+    assert "3 had only track evaluated again by this call" in text
+    assert "(64 / 64 sequences)" not in text and "(8 / 64 sequences)" in text
+    lines = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert [x["budget"]["otb_sequences"] for x in lines] == [4] * 3 + [8] * 3
+    calls.clear()
+    runs = benchmark.run_bench(b, tmp_path)  # the same again: nothing to do
+    assert calls == [] and all(r["reused"] and not r["reevaluated"] for r in runs)
+    assert "3 of 3 evaluations were reused whole" in (tmp_path / "RESULTS.md").read_text()
+
+
 def test_rerun_with_another_budget_is_refused(monkeypatch, tmp_path):
-    benchmark = _fake_bench(monkeypatch, [])
+    benchmark = _fake_bench(monkeypatch, _Calls())
     benchmark.run_bench(Budget(steps=10, seeds=(0,), variants=("cvrl",)), tmp_path)
     with pytest.raises(ValueError, match=r"steps 10 there, 20 now.*new --out"):
         benchmark.run_bench(Budget(steps=20, seeds=(0,), variants=("cvrl",)), tmp_path)
@@ -146,3 +185,16 @@ def test_paired_differences_by_seed_hand_computed(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| cvrl, global | random init | " + " | ".join(["+10.0 ± 5.8 (2/3)"] * len(COLUMNS)) \
         in text
+
+
+def test_records_of_the_older_first_n_otb_pick_are_evaluated_again():
+    from constcl import benchmark
+
+    want = benchmark.run_budget(Budget())
+    full = {c: 0.5 for c in COLUMNS}
+    older = {k: v for k, v in want.items() if k != "otb_subset"}
+    assert benchmark.stale_tasks({"budget": older, "values": full}, want) == ("track",)
+    assert benchmark.stale_tasks({"budget": want, "values": full}, want) == ()
+    missing = {c: v for c, v in full.items() if c != "DAVIS J&F"}
+    assert benchmark.stale_tasks({"budget": want, "values": missing}, want) == ("propagate",)
+    assert benchmark.stale_tasks(None, want) == benchmark.TASKS

@@ -53,6 +53,14 @@ HEADLINES = {
     "propagate": [("DAVIS J&F", "J&F-Mean")],
 }
 COLUMNS = [title for task in TASKS for title, _ in HEADLINES[task]]
+# the Budget fields a task's numbers depend on beyond the pretrained encoder: a rerun into the
+# same --out that changes only these re-evaluates only those tasks and reuses the pretraining
+TASK_FIELDS = {"classify": ("probe_weight_decay",), "knn": (), "detect": ("probe_weight_decay",),
+               "track": ("otb_sequences", "otb_subset"), "propagate": ("davis_sequences",)}
+# how eval track picks its OTB targets (recorded so that numbers from the older first-N pick,
+# which had circles and crosses only, are evaluated again rather than reused)
+OTB_SUBSET = "spread"
+EVAL_FIELDS = {f for fields in TASK_FIELDS.values() for f in fields}
 RANDOM = "random init"
 
 
@@ -71,8 +79,10 @@ class Budget:
     variants: tuple[str, ...] = ("cvrl", "constcl")  # VARIANTS adds the region ablation
     color_strength: float | None = None  # None: the demo preset's
     probe_weight_decay: float = 1e-3
-    otb_sequences: int = 24  # 8 / 6 let one failed sequence move a seed's mean by points
-    davis_sequences: int = 18
+    # one sequence moves a seed's OTB / DAVIS number by at most ~1.6 points (24 / 18 did by
+    # 4-6: the tracking columns then mostly measured which sequences failed)
+    otb_sequences: int = 64
+    davis_sequences: int = 64
     extra: list[str] = field(default_factory=list)  # pretraining overrides
 
 
@@ -115,12 +125,13 @@ def task_settings(task: str, encoder: dict, world: Path, b: Budget,
         return detect.Settings(**common, data=world, **clip, **probe)
     # res5 (dilated to stride 8), so that the global and local res5 copies can differ; the
     # trackers' default res4 is shared by both branches
+    # no DataLoader workers here: the frame-by-frame trackers get every core
     if task == "track":
         return track.Settings(**common, data=world / "otb", sequences=b.otb_sequences,
-                              stage="res5")
+                              stage="res5", threads=os.cpu_count() or 1)
     if task == "propagate":
         return propagate.Settings(**common, data=world / "davis", sequences=b.davis_sequences,
-                                  stage="res5")
+                                  stage="res5", threads=os.cpu_count() or 1)
     raise ValueError(f"task must be one of {list(TASKS)}; got {task!r}")
 
 
@@ -129,12 +140,13 @@ RUNNERS = {"classify": classify.run, "knn": classify.run, "detect": detect.run,
 
 
 def evaluate(name: str, checkpoint: str, branch: str, seed: int, world: Path, out: Path,
-             b: Budget) -> dict[str, float | None]:
-    """All tasks for one encoder and branch; returns {column title: value in [0, 1] or None}."""
+             b: Budget, tasks: tuple[str, ...] = TASKS) -> dict[str, float | None]:
+    """``tasks`` (all by default) for one encoder and branch; returns {column title: value in
+    [0, 1] or None} for their columns."""
     values: dict[str, float | None] = {}
     encoder = {"checkpoint": checkpoint, "backbone": b.backbone, "branch": branch, "seed": seed,
                "input_norm": input_norm(b) if checkpoint == "random" else None}
-    for task in TASKS:
+    for task in tasks:
         folder = out / "eval" / f"{name}-{branch}-s{seed}" / task
         metrics = RUNNERS[task](task_settings(task, encoder, world, b, folder))["metrics"]
         for title, key in HEADLINES[task]:
@@ -233,15 +245,28 @@ def provenance(runs: list[dict], minutes: float) -> str:
     """How long this call took and, where it continued an earlier bench in the same folder,
     which evaluations it reused and when those were made."""
     old = [r for r in runs if r.get("reused")]
-    if not old:
+    partial = [r for r in runs if r.get("reevaluated")]
+    if not old and not partial:
         return f"whole bench {minutes:.1f} min."
-    made = sorted(r["evaluated"] for r in old if r.get("evaluated"))
+    made = sorted(t for r in old + partial for task, t in (r.get("task_times") or {}).items()
+                  if task not in r.get("reevaluated", ()))
+    made = made or sorted(r["evaluated"] for r in old if r.get("evaluated"))
     when = f", made {made[0]} to {made[-1]}" if made else ""
-    made_now = (f"the other {len(runs) - len(old)} were made by this call" if len(old) < len(runs)
-                else "this call only wrote the tables")
+    new = len(runs) - len(old) - len(partial)
+    done_now = []
+    if partial:
+        tasks = sorted({t for r in partial for t in r["reevaluated"]}, key=TASKS.index)
+        which = "those tasks" if len(tasks) > 1 else "that task"
+        done_now.append(f"{len(partial)} had only {' and '.join(tasks)} evaluated again by this "
+                        f"call (an evaluation setting of {which} changed; pretraining and the "
+                        f"other tasks reused)")
+    if new:
+        done_now.append(f"the other {new} were made by this call")
+    if not done_now:
+        done_now.append("this call only wrote the tables")
     return (f"this call {minutes:.1f} min; it continued an earlier bench in the same folder: "
-            f"{len(old)} of {len(runs)} evaluations were reused from its runs.jsonl{when} "
-            f"(same budget), {made_now}.")
+            f"{len(old)} of {len(runs)} evaluations were reused whole from its runs.jsonl"
+            f"{when} (same budget), " + "; ".join(done_now) + ".")
 
 
 def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots: list[Path],
@@ -288,20 +313,24 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
 
 def run_budget(b: Budget) -> dict:
     """The fields of ``b`` that decide one (encoder, branch, seed) evaluation's numbers: all but
-    the lists of seeds and variants, with the colour strength resolved."""
+    the lists of seeds and variants, with the colour strength resolved (the pretraining fields
+    and ``EVAL_FIELDS``)."""
     fields = asdict(b)
     del fields["seeds"], fields["variants"]
     if fields["color_strength"] is None:
         fields["color_strength"] = demo_color_strength()
+    fields["otb_subset"] = OTB_SUBSET
     return fields
 
 
 def read_finished(done: Path, want: dict) -> dict[tuple[str, str, int], dict]:
-    """The evaluations recorded in ``done`` (``runs.jsonl``), keyed by (encoder, branch, seed).
+    """The evaluations recorded in ``done`` (``runs.jsonl``), keyed by (encoder, branch, seed);
+    the last record of a key wins.
 
-    Every record carries the budget it was made with (``run_budget``); a record made with
-    another budget than ``want`` is an error rather than a silent mix of two experiments in
-    one table."""
+    Every record carries the budget it was made with (``run_budget``); a record whose
+    pretraining budget differs from ``want`` is an error rather than a silent mix of two
+    experiments in one table. Records that differ only in ``EVAL_FIELDS`` are returned: the
+    tasks those fields affect are evaluated again (``stale_tasks``)."""
     finished = {}
     if not done.exists():
         return finished
@@ -313,7 +342,7 @@ def read_finished(done: Path, want: dict) -> dict[tuple[str, str, int], dict]:
         if have is None:
             raise ValueError(f"{done} line {number} records no budget (written by an older "
                              f"constcl); use a new --out folder")
-        differ = sorted(k for k in want if have.get(k) != want[k])
+        differ = sorted(k for k in want if have.get(k) != want[k] and k not in EVAL_FIELDS)
         if differ:
             raise ValueError(
                 f"{done} line {number} was evaluated with another budget ("
@@ -321,6 +350,17 @@ def read_finished(done: Path, want: dict) -> dict[tuple[str, str, int], dict]:
                 + "); use a new --out folder, or the same budget to continue that bench")
         finished[(r["encoder"], r["branch"], r["seed"])] = r
     return finished
+
+
+def stale_tasks(record: dict | None, want: dict) -> tuple[str, ...]:
+    """The tasks to evaluate for a (encoder, branch, seed): all without a record, otherwise
+    those whose ``TASK_FIELDS`` differ from ``want`` or whose columns the record lacks."""
+    if record is None:
+        return TASKS
+    have = record["budget"]
+    return tuple(task for task in TASKS
+                 if any(have.get(f) != want[f] for f in TASK_FIELDS[task])
+                 or any(title not in record["values"] for title, _ in HEADLINES[task]))
 
 
 def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> list[dict]:
@@ -331,7 +371,8 @@ def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> lis
     Finished evaluations are kept in ``out/runs.jsonl`` with their budget and time, so calling
     it again with the same ``out`` and budget continues where it stopped, and adding seeds or
     variants evaluates only what is new (finished pretraining runs are resumed, not redone);
-    RESULTS.md says which evaluations were reused and when they were made."""
+    changing only an evaluation setting (``EVAL_FIELDS``) evaluates again only the tasks it
+    affects. RESULTS.md says which evaluations were reused and when they were made."""
     began = time.time()
     # evaluations decode with 2 DataLoader workers; more compute threads than free cores makes
     # PyTorch's CPU kernels many times slower
@@ -349,22 +390,32 @@ def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> lis
     def evaluate_all(name: str, checkpoint: str, branches: tuple[str, ...], seed: int) -> None:
         for branch in branches:
             key = (name, branch, seed)
-            if key not in finished:
+            old = finished.get(key)
+            todo = stale_tasks(old, budget)
+            if todo:
                 values = evaluate(name.replace(" ", "_"), checkpoint, branch, seed, world, out,
-                                  b)
+                                  b, todo)
+                now = time.strftime("%Y-%m-%d %H:%M")
+                times = {task: now for task in TASKS}
+                if old is not None:  # keep when the reused tasks were evaluated
+                    before = old.get("task_times") or {}
+                    times.update({task: before.get(task, old.get("evaluated"))
+                                  for task in TASKS if task not in todo})
                 finished[key] = {"encoder": name, "branch": branch, "seed": seed,
-                                 "values": values, "budget": budget,
-                                 "evaluated": time.strftime("%Y-%m-%d %H:%M")}
+                                 "values": {**(old or {}).get("values", {}), **values},
+                                 "budget": budget, "evaluated": now, "task_times": times}
                 with done.open("a") as f:
                     f.write(json.dumps(finished[key]) + "\n")
-            runs.append({**finished[key], "reused": key in reused})
+            runs.append({**finished[key], "reused": key in reused and not todo,
+                         "reevaluated": list(todo) if old is not None else []})
             log.info("%s / %s / seed %d: %s", name, branch, seed, finished[key]["values"])
 
     for seed in b.seeds:
         evaluate_all(RANDOM, "random", ("global",), seed)  # first: fails early if an eval breaks
         for variant in b.variants:
             branches = ("global",) if variant == "cvrl" else ("global", "local")
-            if all((variant, br, seed) in finished for br in branches):
+            if not any(stale_tasks(finished.get((variant, br, seed)), budget)
+                       for br in branches):
                 ckpt = "unused"
             else:
                 ckpt = str(pretrain_variant(variant, seed, world, out / "runs", b))

@@ -31,6 +31,22 @@ def test_cross_correlation_matches_naive_loop() -> None:
     torch.testing.assert_close(out, naive, rtol=1e-5, atol=1e-5)
 
 
+def test_cross_correlation_at_tracking_size_matches_direct_convolution() -> None:
+    """The tracker's real shapes (3 scales, 32 x 32 search, 16 x 16 kernel, many channels),
+    an odd-sized case and a kernel as large as the search (one output cell)."""
+    gen = torch.Generator().manual_seed(1)
+    for x_shape, z_shape in [((3, 64, 32, 32), (64, 16, 16)), ((2, 5, 13, 8), (5, 4, 7)),
+                             ((1, 6, 5, 5), (6, 5, 5))]:
+        x = torch.randn(*x_shape, generator=gen, dtype=torch.float64)
+        z = torch.randn(*z_shape, generator=gen, dtype=torch.float64)
+        direct = F.conv2d(x, z[None])[:, 0]
+        torch.testing.assert_close(cross_correlation(x, z), direct)
+        torch.testing.assert_close(cross_correlation(x.float(), z.float()), direct.float(),
+                                   rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="larger than search"):
+        cross_correlation(torch.zeros(1, 2, 4, 4), torch.zeros(2, 5, 3))
+
+
 def test_crop_pads_with_border_colour_and_keeps_centre() -> None:
     img = np.zeros((10, 10, 3), np.float32)
     img[4:6, 4:6] = 200.0

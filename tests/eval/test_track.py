@@ -13,7 +13,7 @@ from PIL import Image
 
 from constcl.cli import main
 from constcl.eval.frame_encoder import FrameEncoder, collapse_time, cpu_threads
-from constcl.eval.track.data import load_sequences, read_boxes
+from constcl.eval.track.data import load_sequences, read_boxes, spread_subset
 from constcl.models.r3d import build_backbone
 
 # --------------------------------------------------------------------------- OTB files
@@ -47,7 +47,20 @@ def test_otb_targets_ranges_and_empty_files(tmp_path: Path) -> None:
     assert seqs["Jogging.2"].boxes[0].tolist() == [3, 3, 2, 2]
     assert len(seqs["Football1"].frames) == 74  # frames 1-74 of 76 (got10k's range)
     assert seqs["Football1"].frames[-1].name == "0074.jpg"
-    assert len(load_sequences(tmp_path, limit=2)) == 2
+    # 2 of the 4 sorted targets, evenly spaced: positions 0 and 2
+    assert [s.name for s in load_sequences(tmp_path, limit=2)] == ["Football1", "Jogging.1"]
+
+
+def test_spread_subset_covers_the_whole_list() -> None:
+    items = list(range(10))
+    assert spread_subset(items, 3) == [0, 3, 6]  # floor(i * 10 / 3)
+    assert spread_subset(items, 4) == [0, 2, 5, 7]
+    assert spread_subset(items, 10) == items and spread_subset(items, 50) == items
+    assert spread_subset(items, None) == items
+    # a class-sorted list of 12 classes x 20 targets: 24 picks cover every class twice
+    names = [f"c{c:02d}_{i:02d}" for c in range(12) for i in range(20)]
+    picked = [n[:3] for n in spread_subset(names, 24)]
+    assert all(picked.count(f"c{c:02d}") == 2 for c in range(12))
 
 
 def test_otb_count_mismatch_is_an_error(tmp_path: Path) -> None:

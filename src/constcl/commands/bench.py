@@ -42,8 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--color-strength", type=float, default=None,
                         help="colour augmentation strength (default: the demo preset's)")
     parser.add_argument("--probe-weight-decay", type=float, default=d.probe_weight_decay)
-    parser.add_argument("--otb-sequences", type=int, default=d.otb_sequences)
-    parser.add_argument("--davis-sequences", type=int, default=d.davis_sequences)
+    parser.add_argument("--otb-sequences", type=int, default=d.otb_sequences,
+                        help="OTB targets tracked per encoder, the first N by name (one is worth "
+                        "about 100 / N points); changing it in an existing --out re-evaluates "
+                        "only tracking")
+    parser.add_argument("--davis-sequences", type=int, default=d.davis_sequences,
+                        help="DAVIS sequences propagated per encoder; changing it in an "
+                        "existing --out re-evaluates only propagation")
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         metavar="section.key=value", help="extra pretraining override")
     parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="OTB root (folders <Seq>/img + groundtruth_rect*.txt), or a "
                              "synthetic world root holding otb/")
     parser.add_argument("--sequences", type=int, default=None,
-                        help="evaluate only the first N targets (sorted by name); quick runs")
+                        help="evaluate only N targets, spread evenly over the list sorted by "
+                        "name; quick runs")
     add_frame_encoder_arguments(parser)
     parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default="none",
                         help="none: correlate the features as they are (SiamFC); l2: unit-length "

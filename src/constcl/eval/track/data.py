@@ -86,7 +86,9 @@ def _gt_files(seq_dir: Path) -> list[tuple[str, Path]]:
 
 
 def load_sequences(data: str | Path, limit: int | None = None) -> list[OTBSequence]:
-    """All targets under an OTB root, sorted by name; ``limit`` keeps the first ``limit``."""
+    """All targets under an OTB root, sorted by name; ``limit`` keeps ``limit`` of them spread
+    evenly over that list (``spread_subset``), not the first ones: sorted names group a
+    synthetic world's targets by class (its first 64 of 278 are circles and crosses only)."""
     root = otb_root(data)
     seqs = []
     for seq_dir in sorted(p for p in root.iterdir() if (p / "img").is_dir()):
@@ -101,4 +103,12 @@ def load_sequences(data: str | Path, limit: int | None = None) -> list[OTBSequen
     if not seqs:
         raise FileNotFoundError(f"no OTB sequences (img/ + groundtruth_rect*.txt) in {root}")
     seqs.sort(key=lambda s: s.name)
-    return seqs[:limit] if limit else seqs
+    return spread_subset(seqs, limit)
+
+
+def spread_subset(items: list, limit: int | None) -> list:
+    """``limit`` items at evenly spaced positions ``floor(i * len / limit)``, in order (the
+    first item always among them); all of them when ``limit`` is None or not smaller."""
+    if not limit or limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]

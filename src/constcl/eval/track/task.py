@@ -48,7 +48,7 @@ class Settings(FrameEncoderSettings):
 
     data: OTB root (folders ``<Seq>/img`` + ``groundtruth_rect*.txt``), or a synthetic world
         root holding ``otb/``.
-    sequences: evaluate only the first N targets (sorted by name); quick runs.
+    sequences: evaluate only N targets, spread evenly over the list sorted by name; quick runs.
     feature_norm: ``none``: correlate the features as they are (SiamFC); ``l2``: unit-length
         feature per cell first (the correlation sums cosines).
     center_kernel: zero-mean exemplar kernel per channel, so the common component of frozen
