@@ -286,8 +286,9 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
         f"{b.world_seed}, {b.videos} videos (128 x 128, 64 frames). Evaluation: linear probe "
         f"(60 epochs, weight decay {b.probe_weight_decay}) and kNN on the UCF101-style split 1 "
         f"(2 clips per video), AVA-style frame mAP with a probe on ground-truth boxes, OTB and "
-        f"DAVIS on res5 dilated to stride 8 ({b.otb_sequences} / {b.davis_sequences} "
-        f"sequences). All numbers in %, mean ± standard deviation over seeds.", "",
+        f"DAVIS on res5 dilated to stride 8 ({b.otb_sequences} OTB targets spread evenly over "
+        f"the list sorted by name, the first {b.davis_sequences} DAVIS val sequences). All "
+        f"numbers in %, mean ± standard deviation over seeds.", "",
     ]
     table = ["| encoder | branch | " + " | ".join(COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
