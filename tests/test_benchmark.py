@@ -198,3 +198,23 @@ def test_records_of_the_older_first_n_otb_pick_are_evaluated_again():
     missing = {c: v for c, v in full.items() if c != "DAVIS J&F"}
     assert benchmark.stale_tasks({"budget": want, "values": missing}, want) == ("propagate",)
     assert benchmark.stale_tasks(None, want) == benchmark.TASKS
+
+
+def test_evaluate_deletes_the_davis_feature_cache_and_keeps_the_classification_one(
+        monkeypatch, tmp_path):
+    from constcl import benchmark
+
+    def fake_run(settings):  # writes a cache where the real task would
+        cache = settings.cache_dir or settings.out / "cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "features.npz").write_bytes(b"x")
+        return {"metrics": {}}
+
+    monkeypatch.setattr(benchmark, "RUNNERS", dict.fromkeys(benchmark.TASKS, fake_run))
+    values = benchmark.evaluate("random_init", "random", "global", 0, tmp_path / "world",
+                                tmp_path, Budget(), ("classify", "propagate"))
+    assert values == {"linear top-1": None, "DAVIS J&F": None}
+    folder = tmp_path / "eval" / "random_init-global-s0"
+    assert (folder / "classify" / "cache" / "features.npz").exists()
+    assert not (folder / "propagate" / "cache").exists()
+    assert (folder / "propagate").is_dir()

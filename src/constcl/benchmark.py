@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,10 @@ TASK_FIELDS = {"classify": ("probe_weight_decay",), "knn": (), "detect": ("probe
 # which had circles and crosses only, are evaluated again rather than reused)
 OTB_SUBSET = "spread"
 EVAL_FIELDS = {f for fields in TASK_FIELDS.values() for f in fields}
+# tasks whose feature cache the bench deletes after the evaluation: DAVIS keeps float16 maps of
+# every frame, about 20 MB per sequence (1.3 GB per encoder and branch at 64 sequences, 24 GB
+# for a 5-seed bench); the classification cache is small and kNN reads it
+DISCARD_CACHE = ("propagate",)
 RANDOM = "random init"
 
 
@@ -148,7 +153,10 @@ def evaluate(name: str, checkpoint: str, branch: str, seed: int, world: Path, ou
                "input_norm": input_norm(b) if checkpoint == "random" else None}
     for task in tasks:
         folder = out / "eval" / f"{name}-{branch}-s{seed}" / task
-        metrics = RUNNERS[task](task_settings(task, encoder, world, b, folder))["metrics"]
+        settings = task_settings(task, encoder, world, b, folder)
+        metrics = RUNNERS[task](settings)["metrics"]
+        if task in DISCARD_CACHE:  # keyed by this checkpoint: no later evaluation reads it
+            shutil.rmtree(settings.cache_dir or folder / "cache", ignore_errors=True)
         for title, key in HEADLINES[task]:
             value = metrics.get(key)
             values[title] = None if value is None else float(value)
