@@ -59,7 +59,7 @@ COLUMNS = [title for task in TASKS for title, _ in HEADLINES[task]]
 TASK_FIELDS = {"classify": ("probe_weight_decay",), "knn": (), "detect": ("probe_weight_decay",),
                "track": ("otb_sequences", "otb_subset"), "propagate": ("davis_sequences",)}
 # how eval track picks its OTB targets (recorded so that numbers from the older first-N pick,
-# which had circles and crosses only, are evaluated again rather than reused)
+# which covered one or two of the world's 12 classes, are evaluated again rather than reused)
 OTB_SUBSET = "spread"
 EVAL_FIELDS = {f for fields in TASK_FIELDS.values() for f in fields}
 # tasks whose feature cache the bench deletes after the evaluation: DAVIS keeps float16 maps of
@@ -156,7 +156,7 @@ def evaluate(name: str, checkpoint: str, branch: str, seed: int, world: Path, ou
         settings = task_settings(task, encoder, world, b, folder)
         metrics = RUNNERS[task](settings)["metrics"]
         if task in DISCARD_CACHE:  # keyed by this checkpoint: no later evaluation reads it
-            shutil.rmtree(settings.cache_dir or folder / "cache", ignore_errors=True)
+            shutil.rmtree(settings.feature_cache_dir, ignore_errors=True)
         for title, key in HEADLINES[task]:
             value = metrics.get(key)
             values[title] = None if value is None else float(value)
@@ -256,9 +256,11 @@ def provenance(runs: list[dict], minutes: float) -> str:
     partial = [r for r in runs if r.get("reevaluated")]
     if not old and not partial:
         return f"whole bench {minutes:.1f} min."
-    made = sorted(t for r in old + partial for task, t in (r.get("task_times") or {}).items()
-                  if task not in r.get("reevaluated", ()))
-    made = made or sorted(r["evaluated"] for r in old if r.get("evaluated"))
+    # when the reused tasks were evaluated (records from before per-task times: "evaluated")
+    made = sorted(t for r in old + partial
+                  for task, t in (r.get("task_times")
+                                  or dict.fromkeys(TASKS, r.get("evaluated"))).items()
+                  if t and task not in r.get("reevaluated", ()))
     when = f", made {made[0]} to {made[-1]}" if made else ""
     new = len(runs) - len(old) - len(partial)
     done_now = []

@@ -43,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="colour augmentation strength (default: the demo preset's)")
     parser.add_argument("--probe-weight-decay", type=float, default=d.probe_weight_decay)
     parser.add_argument("--otb-sequences", type=int, default=d.otb_sequences,
-                        help="OTB targets tracked per encoder, the first N by name (one is worth "
-                        "about 100 / N points); changing it in an existing --out re-evaluates "
-                        "only tracking")
+                        help="OTB targets tracked per encoder, spread evenly over the list "
+                        "sorted by name (one is worth about 100 / N points); changing it in an "
+                        "existing --out re-evaluates only tracking")
     parser.add_argument("--davis-sequences", type=int, default=d.davis_sequences,
                         help="DAVIS sequences propagated per encoder; changing it in an "
                         "existing --out re-evaluates only propagation")

@@ -93,6 +93,11 @@ class EncoderSettings:
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0; got {self.workers}")
 
+    @property
+    def feature_cache_dir(self) -> Path:
+        """Where the task caches encoded features: ``cache_dir``, else ``out/cache``."""
+        return Path(self.cache_dir or Path(self.out) / "cache")
+
     def replace(self, **changes: Any) -> Any:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)

@@ -123,8 +123,7 @@ def frozen_features(args: Settings, splits: VideoSplits, which: str,
         return encode_views(lambda x: pooled_res5(net, x), paths, spec, device,
                             args.encode_batch_size, args.workers, desc=f"encoding {which}")
 
-    cache_dir = args.cache_dir or args.out / "cache"
-    arrays, hit = cached_arrays(cache_dir, f"classify-{which}", key, compute)
+    arrays, hit = cached_arrays(args.feature_cache_dir, f"classify-{which}", key, compute)
     return EncodedViews(arrays), hit
 
 

@@ -187,7 +187,7 @@ def _features(args: Settings, files: ava.AVAFiles, frames: ava.KeyFrames,
         return encode_key_frames(net, data, frames.boxes, device, args.encode_batch_size,
                                  args.workers, f"encoding {which}")
 
-    return cached_arrays(args.cache_dir or args.out / "cache", f"detect-{which}", key, compute)
+    return cached_arrays(args.feature_cache_dir, f"detect-{which}", key, compute)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -139,8 +139,7 @@ def sequence_features(seq: DavisSequence, args: Settings, get_encoder,
         return {"features": encode_frames(get_encoder(), read_frames(seq.frames), device,
                                           args.batch_size)}
 
-    cache_dir = args.cache_dir or Path(args.out) / "cache"
-    arrays, _ = cached_arrays(cache_dir, f"davis-{seq.name}", spec, compute)
+    arrays, _ = cached_arrays(args.feature_cache_dir, f"davis-{seq.name}", spec, compute)
     return arrays["features"]
 
 
