@@ -58,8 +58,11 @@ def test_straight_run_writes_the_run_folder(straight_run):
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(1, STEPS + 1))
     for key in ("loss", "loss_global", "loss_region", "global_accuracy", "lr", "clips_per_s",
-                "data_wait_share", "region_pos_sim_mean", "region_neg_sim_mean"):
+                "data_wait_share", "region_pos_sim_mean", "region_neg_sim_mean",
+                "attn_entropy", "region_match_accuracy", "region_match_chance",
+                "region_contrast_accuracy"):
         assert key in lines[-1], key
+    assert 0.0 <= lines[-1]["attn_entropy"] <= 1.0
     assert "global batch 4" in proc.stderr
     assert "starting a new run" in proc.stderr
     from safetensors import safe_open

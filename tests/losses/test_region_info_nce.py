@@ -86,3 +86,42 @@ def test_video_without_valid_boxes_in_the_other_view_contributes_nothing():
     out = region_info_nce(z_a2b, z_b2a, h_a, h_b, mask_a, mask_b)
     ref = naive_region(z_a2b, z_b2a, h_a, h_b, mask_a, mask_b, 0.2)
     torch.testing.assert_close(out["loss"], ref["loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_match_and_contrast_accuracy_by_hand():
+    # One video with K = 3 boxes per view, C = 2, plus a second video as the only negative.
+    # h_a = h_b: box n's partner is box n. Video 0's translations: z_0 -> partner 0 (hit),
+    # z_1 points at box 2 (miss), z_2 at box 2 (hit); box 2 of view b is masked out, so query
+    # 2 is not counted and z_1's nearest *valid* box decides: ~box 0 -> still a miss.
+    # match_accuracy over the valid queries 0, 1 of video 0 and the one valid query of video 1
+    # = (1 + 0 + 1) / 3; chance = mean(1/2, 1/2, 1/1) = 2/3.
+    s = 2 ** -0.5
+    h0 = torch.tensor([[1.0, 0.0], [s, s], [0.0, 1.0]])
+    h1 = torch.tensor([[-1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    h = torch.stack([h0, h1])
+    z0 = torch.tensor([[1.0, 0.0], [0.8, -0.6], [0.0, 1.0]])
+    z = torch.stack([z0, h1])
+    z[1, 1:] = torch.tensor([1.0, 0.0])  # padding rows (invalid), any non-zero value
+    h[1, 1:] = torch.tensor([1.0, 0.0])
+    mask_a = torch.tensor([[True, True, False], [True, False, False]])
+    mask_b = torch.tensor([[True, True, False], [True, False, False]])
+    out = region_info_nce(z, z, h, h, mask_a, mask_b, temperature=0.1)
+    assert out["match_accuracy"].item() == pytest.approx(2 / 3)
+    assert out["match_chance"].item() == pytest.approx(2 / 3)
+    # contrast accuracy: the negatives of video 0 are video 1's box 0 (-1, 0) and vice versa.
+    # Video 0 query 0: pos cos 1 > cos(z, (-1, 0)) = -1: right. Query 1: partner h0[1],
+    # cos(z_1, h0[1]) = s * (0.8 - 0.6) = 0.141 > cos(z_1, (-1, 0)) = -0.8: right.
+    # Video 1 query 0: z = (-1, 0), pos cos 1; negatives: video 0's valid boxes, cos -1 and -s.
+    assert out["contrast_accuracy"].item() == pytest.approx(1.0)
+
+
+def test_contrast_accuracy_counts_a_negative_above_the_partner():
+    # Two videos, one box each. Video 0's translation is closer to video 1's box than to its
+    # own partner: wrong; video 1's is right. 1 of 2 -> 0.5 per direction.
+    h = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    z = torch.tensor([[[0.1, 1.0]], [[0.0, 1.0]]])
+    mask = torch.ones(2, 1, dtype=torch.bool)
+    out = region_info_nce(z, z, h, h, mask, mask, temperature=0.1)
+    assert out["contrast_accuracy"].item() == pytest.approx(0.5)
+    assert out["match_accuracy"].item() == pytest.approx(1.0)  # one candidate per video
+    assert out["match_chance"].item() == pytest.approx(1.0)

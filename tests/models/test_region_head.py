@@ -159,3 +159,36 @@ def test_region_head_targets_are_roi_features_of_the_normalised_key_frame():
     key = fa[0, :, 4] / fa[0, :, 4].norm(dim=0, keepdim=True)
     torch.testing.assert_close(out["h_a"][0, 0], reference_roi(key, boxes[0, 0].tolist()),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_attention_entropy_by_hand():
+    # One layer, one unit of width 1: q = x (query 1.0), k = memory's first feature, so the
+    # logits are the memory values. Two tokens with logits log 3 and 0: p = (3/4, 1/4),
+    # H = -(3/4 log 3/4 + 1/4 log 1/4), relative entropy H / log 2 = 0.8113.
+    head = RegionHead(channels=1, context_length=1, num_layers=1, num_units=1, width=1)
+    layer = head.layers[0]
+    with torch.no_grad():
+        layer.q.weight.fill_(1.0), layer.q.bias.zero_()
+        layer.k.weight.zero_(), layer.k.bias.zero_()
+        layer.k.weight[0, 0] = 1.0
+    queries = torch.ones(1, 1, 1)
+    memory = torch.zeros(1, 2, 17)
+    memory[0, 0, 0] = math.log(3.0)
+    expected = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
+    assert head.attention_entropy(queries, memory).item() == pytest.approx(expected, rel=1e-5)
+    memory[0, 0, 0] = 0.0  # equal logits: uniform attention, relative entropy 1
+    assert head.attention_entropy(queries, memory).item() == pytest.approx(1.0, rel=1e-6)
+    memory[0, 0, 0] = 60.0  # one token takes all the weight
+    assert head.attention_entropy(queries, memory).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_model_reports_attention_entropy_over_valid_boxes_only():
+    from constcl.models.constcl import _attention_statistic
+    a2b = torch.tensor([[0.2, 0.9]])
+    b2a = torch.tensor([[0.4, 0.5]])
+    mask_a = torch.tensor([[True, False]])
+    mask_b = torch.tensor([[True, True]])
+    got = _attention_statistic(a2b, b2a, mask_a, mask_b).item()
+    assert got == pytest.approx((0.2 + 0.4 + 0.5) / 3)
+    none = torch.zeros(1, 2, dtype=torch.bool)
+    assert _attention_statistic(a2b, b2a, none, none).item() == 1.0

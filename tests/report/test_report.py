@@ -88,6 +88,7 @@ def _fake_runs(out: Path) -> None:
         if variant == "constcl":
             for r in rows:
                 r["loss_region"], r["update_ratio_region_head"] = 4.5, 0.001
+                r["attn_entropy"], r["region_match_accuracy"] = 0.99, 0.3
         lines = [json.dumps(r) for r in rows] + ['{"step": 40, "loss_glo']  # a cut last line
         (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -116,7 +117,8 @@ def test_report_is_strict_html_and_every_link_resolves(report):
     assert "eval/cvrl-global-s0/classify/confusion.png" in images
     assert not any("/masks/" in link for link in images)  # raw DAVIS masks are not shown
     for name in ("compare_classify", "compare_detect", "compare_track", "compare_propagate",
-                 "curves_losses", "curves_update_ratio", "detect_key_frames", "overview"):
+                 "curves_losses", "curves_mechanism", "curves_update_ratio",
+                 "detect_key_frames", "overview"):
         assert f"report/{name}.png" in images
     assert any(link.startswith("report/track_") for link in images)
     assert any(link.startswith("report/propagate_") for link in images)

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from constcl import dist
 
 STAT_KEYS = ("pos_sim_mean", "pos_sim_min", "pos_sim_max",
-             "neg_sim_mean", "neg_sim_min", "neg_sim_max")
+             "neg_sim_mean", "neg_sim_min", "neg_sim_max",
+             "match_accuracy", "match_chance", "contrast_accuracy")
 
 
 def match_boxes(
@@ -52,7 +53,31 @@ def _one_direction(
     loss = (per_query * qv).sum() * dist.world_size() / global_count
     stats = _statistics(pos_sim.detach(), neg_sim.detach(), query_valid,
                         neg_valid.expand_as(neg_sim))
+    stats.update(_matching(z.detach(), target.detach(), pos_idx, query_valid, target_valid,
+                           pos_sim.detach(), neg_logits.detach() * temperature))
     return {"loss": loss, **stats}
+
+
+def _matching(z: torch.Tensor, target: torch.Tensor, pos_idx: torch.Tensor,
+              query_valid: torch.Tensor, target_valid: torch.Tensor, pos_sim: torch.Tensor,
+              neg_sim: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Does a translated box pick its partner? Statistics over the valid queries.
+
+    ``match_accuracy``: the share of queries whose translation z (B, K, C) is closest (cosine)
+    to its partner ``pos_idx`` among the *same video's* valid boxes of the other view, a choice
+    the loss never trains directly (those boxes are not negatives); ``match_chance`` is that
+    choice's chance level, the mean of 1 / (valid boxes of the other view).
+    ``contrast_accuracy``: the share whose partner scores above every negative of the loss
+    (``neg_sim`` (B, K, B_global, K), -inf where not a negative), the loss's own task.
+    """
+    own = torch.einsum("bkc,bmc->bkm", z, target).masked_fill(~target_valid[:, None, :],
+                                                              float("-inf"))
+    hit = (own.argmax(dim=2) == pos_idx).float()
+    chance = (1.0 / target_valid.sum(dim=1).clamp(min=1).float())[:, None].expand_as(hit)
+    beats = (pos_sim > neg_sim.flatten(2).amax(dim=2)).float()
+    return {"match_accuracy": _masked_mean(hit, query_valid),
+            "match_chance": _masked_mean(chance, query_valid),
+            "contrast_accuracy": _masked_mean(beats, query_valid)}
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -84,8 +84,12 @@ class ConSTCL(nn.Module):
             mask_a, mask_b: (B, K) bool box validity (default: all valid).
 
         Returns: ``loss`` (weighted total), ``loss_global``, ``global_accuracy``,
-        ``global_entropy`` and, for region variants, ``loss_region`` and ``region_pos_sim_*`` /
-        ``region_neg_sim_*``. Both views go through the backbone as one batch of 2B.
+        ``global_entropy`` and, for region variants, ``loss_region``, ``region_pos_sim_*`` /
+        ``region_neg_sim_*``, ``region_match_accuracy`` / ``region_match_chance`` /
+        ``region_contrast_accuracy`` (losses.region_info_nce) and, for ``constcl``,
+        ``attn_entropy`` (the decoder's attention entropy / log N over valid boxes, 1.0 =
+        uniform; RegionHead.attention_entropy). Both views go through the backbone as one
+        batch of 2B.
         """
         batch = view_a.shape[0]
         res4 = self.backbone.forward_trunk(torch.cat([view_a, view_b]))["res4"]
@@ -108,8 +112,23 @@ class ConSTCL(nn.Module):
             loss = loss + self.losses.region_weight * r["loss"]
             out["loss_region"] = r.pop("loss")
             out.update({f"region_{k}": v for k, v in r.items()})
+            if "attn_entropy_a2b" in heads:
+                out["attn_entropy"] = _attention_statistic(
+                    heads["attn_entropy_a2b"], heads["attn_entropy_b2a"],
+                    valid if mask_a is None else mask_a, valid if mask_b is None else mask_b)
         out["loss"] = loss
         return out
+
+
+def _attention_statistic(a2b: torch.Tensor, b2a: torch.Tensor, mask_a: torch.Tensor,
+                         mask_b: torch.Tensor) -> torch.Tensor:
+    """Mean of the per-query relative attention entropies (B, K) over the valid boxes of both
+    directions (1.0 when there are none: no query attended to anything)."""
+    values = torch.cat([a2b.flatten(), b2a.flatten()]).float()
+    mask = torch.cat([mask_a.flatten(), mask_b.flatten()]).to(values.dtype)
+    count = mask.sum()
+    return torch.where(count > 0, (values * mask).sum() / count.clamp(min=1),
+                       values.new_ones(()))
 
 
 def build_model(backbone: str = "r3d50", variant: str = "constcl", local_source: str = "y",

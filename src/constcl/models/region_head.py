@@ -196,11 +196,27 @@ class RegionHead(nn.Module):
             x = layer(x, memory)
         return self.proj(x), torch.stack(weights)
 
+    def attention_entropy(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Relative entropy of the decoder's attention, a statistic (no gradient).
+
+        queries (B, K, C), memory (B, N, C + 16) -> (B, K): for every query, the entropy
+        ``-sum_n p_n log p_n`` of each layer's and unit's attention over the N context tokens,
+        divided by ``log N`` and averaged over layers and units. 1.0 is uniform attention (the
+        context is the other view's mean); 0.0 is attention on a single token.
+        """
+        with torch.no_grad():
+            _, weights = self.translate_with_attention(queries.detach(), memory.detach())
+            weights = weights.float()  # (L, B, U, K, N)
+            entropy = -(weights * weights.clamp_min(1e-30).log()).sum(dim=-1)
+            return (entropy / math.log(weights.shape[-1])).mean(dim=(0, 2))
+
     def forward(self, fmap_a: torch.Tensor, fmap_b: torch.Tensor, boxes_a: torch.Tensor,
                 boxes_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """fmap_*: (B, C, T', H', W') local maps; boxes_*: (B, K, 4) normalised key-frame boxes.
 
-        Returns h_a, h_b (targets) and z_a2b, z_b2a (translations), each (B, K, C).
+        Returns h_a, h_b (targets) and z_a2b, z_b2a (translations), each (B, K, C); with
+        context also ``attn_entropy_a2b`` / ``attn_entropy_b2a`` (B, K), the decoder's relative
+        attention entropy per query (:meth:`attention_entropy`; statistics, no gradient).
         """
         fa, fb = F.normalize(fmap_a, dim=1), F.normalize(fmap_b, dim=1)
         key = fa.shape[2] // 2
@@ -210,4 +226,6 @@ class RegionHead(nn.Module):
             return {"h_a": h_a, "h_b": h_b, "z_a2b": self.mlp(h_a), "z_b2a": self.mlp(h_b)}
         z_a2b = self.translate(h_a, self.context_tokens(fb))
         z_b2a = self.translate(h_b, self.context_tokens(fa))
-        return {"h_a": h_a, "h_b": h_b, "z_a2b": z_a2b, "z_b2a": z_b2a}
+        return {"h_a": h_a, "h_b": h_b, "z_a2b": z_a2b, "z_b2a": z_b2a,
+                "attn_entropy_a2b": self.attention_entropy(h_a, self.context_tokens(fb)),
+                "attn_entropy_b2a": self.attention_entropy(h_b, self.context_tokens(fa))}

@@ -20,13 +20,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["CURVE_KEYS", "UPDATE_PARTS", "Verdict", "comparison_chart", "comparison_figure",
-           "curve_figures", "overview_figure", "save_figure",
+__all__ = ["CURVE_KEYS", "MECHANISM_KEYS", "UPDATE_PARTS", "Verdict", "comparison_chart",
+           "comparison_figure", "curve_figures", "overview_figure", "save_figure",
            "encoder_colour", "label", "read_metrics", "verdict"]
 
 # (metrics.jsonl key, panel title) of the training-curve figure
 CURVE_KEYS = (("loss_global", "global loss (NT-Xent)"), ("loss_region", "region loss (InfoNCE)"),
               ("global_accuracy", "contrastive accuracy (global)"))
+# is the local mechanism working? (models.constcl: attention entropy / log N, 1.0 = uniform;
+# losses.region_info_nce: match accuracy among the same video's boxes and its chance level)
+MECHANISM_KEYS = (("attn_entropy", "decoder attention entropy / log N"),
+                  ("region_match_accuracy", "region match accuracy (own video)"),
+                  ("region_match_chance", "match accuracy by chance"),
+                  ("region_contrast_accuracy", "region contrastive accuracy"))
 # model parts of engine.monitor.UpdateMonitor, logged as update_ratio_<part>
 UPDATE_PARTS = ("trunk", "res5_global", "res5_local", "global_head", "region_head")
 _PALETTE = {"random init": "#8c8c8c", "cvrl": "#1f77b4", "region": "#ff7f0e",
@@ -208,8 +214,9 @@ def _curve(ax, rows: list[dict], key: str, colour: str, style: str, name: str,
 
 
 def curve_figures(curves: dict[tuple[str, int], list[dict]], folder: Path) -> list[Path]:
-    """Training curves of every (variant, seed): losses and accuracy, then the relative
-    update size per model part (log scale, shared y axis); colour = variant, line style =
+    """Training curves of every (variant, seed): losses and accuracy, the local mechanism's
+    statistics (``MECHANISM_KEYS``, where logged), then the relative update size per model
+    part (log scale, shared y axis); colour = variant, line style =
     seed. Returns the PNGs written (none when no run has metrics)."""
     if not curves:
         return []
@@ -218,7 +225,10 @@ def curve_figures(curves: dict[tuple[str, int], list[dict]], folder: Path) -> li
     out = []
     parts = [p for p in UPDATE_PARTS
              if any(f"update_ratio_{p}" in r for rows in curves.values() for r in rows)]
+    mechanism = [(k, t) for k, t in MECHANISM_KEYS
+                 if any(k in r for rows in curves.values() for r in rows)]
     for name, keys, log in (("curves_losses.png", list(CURVE_KEYS), False),
+                            ("curves_mechanism.png", mechanism, False),
                             ("curves_update_ratio.png",
                              [(f"update_ratio_{p}", p) for p in parts], True)):
         if not keys:

@@ -258,12 +258,18 @@ def _curves(inputs: ReportInputs, folder: Path) -> str:
     pngs = charts.curve_figures(curves, folder)
     if not pngs:
         return '<p class="note">No pretraining metrics found under runs/.</p>'
-    captions = ["Global loss, region loss and contrastive accuracy (colour = variant, line "
-                "style = seed).",
-                "Relative update size |Δw| / |w| per step of each model part (log scale, "
-                "shared axis), where logged; zeros (a step at learning rate 0) are left out."]
-    return "".join(_figure(p, inputs.out, c, p.stem) for p, c in zip(pngs, captions,
-                                                                      strict=False))
+    captions = {
+        "curves_losses": "Global loss, region loss and contrastive accuracy (colour = variant, "
+                         "line style = seed).",
+        "curves_mechanism": "Is the local mechanism working? The decoder's attention entropy "
+                            "relative to log N (1.0 = uniform: the context is the other view's "
+                            "mean), how often a translated box is closest to its partner among "
+                            "its own video's boxes (with that choice's chance level), and the "
+                            "region loss's own contrastive accuracy.",
+        "curves_update_ratio": "Relative update size |Δw| / |w| per step of each model part "
+                               "(log scale, shared axis), where logged; zeros (a step at "
+                               "learning rate 0) are left out."}
+    return "".join(_figure(p, inputs.out, captions.get(p.stem, ""), p.stem) for p in pngs)
 
 
 def _all_plots(inputs: ReportInputs) -> str:
