@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "track": ("constcl.commands.eval_track", "single-object tracking with SiamFC (OTB layout)"),
         "propagate": ("constcl.commands.eval_propagate", "label propagation (DAVIS-2017 layout)"),
     },
+    "extract": ("constcl.commands.extract", "features of every video of a source: one "
+                "(snippets, C) .npy per video, resumable"),
     "bench": ("constcl.commands.bench", "pretrain CVRL and ConST-CL over seeds on the synthetic "
               "world, evaluate them and random init on every task"),
     "viz": {

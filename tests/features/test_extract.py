@@ -1,0 +1,173 @@
+"""``constcl extract`` against an independent computation.
+
+The reference decodes with PyAV directly (every frame with its presentation time; nominal index
+``i`` is the latest frame shown at or before ``i / fps``), crops and normalises by hand
+(``x / 127.5 - 1``) and runs the clips through ``load_encoder``. The videos' short side equals
+``--size`` so no resampling enters the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from constcl.cli import main
+from constcl.features.encoder import load_encoder
+from constcl.features.extract import ExtractSettings, extract
+
+from .conftest import VFR_TIMES_MS
+
+SIZE, FRAMES, FRAME_STRIDE, STRIDE = 64, 4, 2, 0.3
+ARGS = ["--checkpoint", "random", "--backbone", "r3d_tiny", "--seed", "3", "--size", str(SIZE),
+        "--clip-frames", str(FRAMES), "--frame-stride", str(FRAME_STRIDE), "--stride",
+        str(STRIDE), "--batch-size", "3", "--no-progress"]
+
+
+def reference_frames(path: Path, indices: list[int]) -> np.ndarray:
+    """(N, H, W, 3) frames at nominal indices, picked from every decoded frame by its pts."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps, tb = Fraction(stream.average_rate), stream.time_base
+        start = stream.start_time or 0
+        shown = [(Fraction(f.pts - start) * tb, f.to_ndarray(format="rgb24"))
+                 for f in container.decode(stream)]
+    out = []
+    for i in indices:
+        limit = Fraction(i) / fps + tb
+        out.append([image for t, image in shown if t <= limit][-1])
+    return np.stack(out)
+
+
+def reference_features(path: Path, frame_indices: list[list[int]]) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """(pooled (S, C), res5 maps (S, C, T', H', W')) of the snippets, computed by hand."""
+    clips = []
+    for indices in frame_indices:
+        frames = reference_frames(path, indices)
+        offset = (frames.shape[2] - SIZE) // 2  # landscape: centre square of the width
+        crop = frames[:, :SIZE, offset:offset + SIZE]
+        clips.append(torch.from_numpy(crop).permute(3, 0, 1, 2).float() / 127.5 - 1.0)
+    encoder = load_encoder("random", backbone="r3d_tiny", seed=3)
+    with torch.no_grad():
+        maps = encoder.features(torch.stack(clips))
+        pooled = encoder.embed(torch.stack(clips))
+    return pooled.numpy(), maps.numpy()
+
+
+@pytest.fixture(scope="module")
+def extracted(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("extract-out")
+    assert main(["extract", str(source), "--out", str(out), "--workers", "2", "--dense",
+                 *ARGS]) == 0
+    return out
+
+
+def rows_of(out: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    return {row["rel"]: row for row in rows}
+
+
+@pytest.mark.parametrize("rel", ["cfr/steady", "vfr/bursts"])
+def test_features_equal_an_independent_computation(extracted: Path, source: Path,
+                                                   rel: str) -> None:
+    row = rows_of(extracted)[rel]
+    assert row["files"] == {"global": f"{rel}.npy", "global.res5": f"{rel}.res5.npy"}
+    features = np.load(extracted / f"{rel}.npy")
+    dense = np.load(extracted / f"{rel}.res5.npy")
+    pooled, maps = reference_features(source / f"{rel}.mp4", row["frame_indices"])
+    assert features.dtype == np.float32 and features.shape == (row["snippets"], 64)
+    np.testing.assert_allclose(features, pooled, rtol=1e-4, atol=1e-5)
+    assert dense.dtype == np.float16 and dense.shape == maps.shape
+    np.testing.assert_allclose(dense.astype(np.float32), maps, rtol=2e-3, atol=2e-3)
+
+
+def test_constant_rate_snippets(extracted: Path) -> None:
+    row = rows_of(extracted)["cfr/steady"]
+    assert row["fps"] == 25 and row["frames"] == 40 and row["class_name"] == "cfr"
+    # a snippet every 0.3 s = 7.5 frames, rounded; the last one must fit (start <= 40 - 7)
+    starts = [0, 8, 15, 23, 30]
+    assert [f[0] for f in row["frame_indices"]] == starts
+    assert row["frame_indices"][1] == [8, 10, 12, 14]
+    np.testing.assert_allclose(row["start_times"], np.array(starts) / 25)
+
+
+def test_variable_rate_snippet_times(extracted: Path, source: Path) -> None:
+    """Snippet k starts at the nominal frame nearest k * 0.3 s (nominal grid: the file's
+    average rate), and what a player shows at its recorded start time is the source frame the
+    snippet begins with (identified by content among the encoded frames)."""
+    from constcl.data.decode import decode_frames
+
+    from .conftest import block_frames
+
+    row = rows_of(extracted)["vfr/bursts"]
+    fps = row["fps"]
+    assert fps != 25  # the nominal grid is the average rate, not the encoder's time base
+    assert row["snippets"] == int((row["frames"] - 7) / (STRIDE * fps) + 1e-9) + 1 >= 5
+    written = block_frames(len(VFR_TIMES_MS), 2).astype(np.float32)
+    for k, (start_time, indices) in enumerate(zip(row["start_times"], row["frame_indices"],
+                                                  strict=True)):
+        assert indices[0] == round(k * STRIDE * fps)
+        assert start_time == pytest.approx(indices[0] / fps)
+        assert abs(start_time - k * STRIDE) <= 0.5 / fps + 1e-9
+        on_screen = max(j for j, t in enumerate(VFR_TIMES_MS) if t <= start_time * 1000 + 1e-6)
+        frame = decode_frames(source / "vfr" / "bursts.mp4", [indices[0]])[0]
+        nearest = np.argmin(((written - frame) ** 2).mean(axis=(1, 2, 3)))
+        assert nearest == on_screen, (k, start_time)
+
+
+def test_settings_record_and_report(extracted: Path) -> None:
+    record = json.loads((extracted / "extract.json").read_text())
+    assert record["checkpoint"] == {"random": "r3d_tiny", "seed": 3, "input_norm": "none"}
+    assert record["settings"]["stride"] == STRIDE and record["settings"]["dense"] is True
+    report = json.loads((extracted / "report.json").read_text())
+    assert report["ok"] == 2 and report["bad"] == []
+
+
+def test_rerun_with_other_settings_is_refused(extracted: Path, source: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    args = [a if a != str(STRIDE) else "0.5" for a in ARGS]
+    assert main(["extract", str(source), "--out", str(extracted), "--dense", *args]) == 2
+    errors = [r.getMessage() for r in caplog.records if getattr(r, "user_error", False)]
+    assert len(errors) == 1 and "stride" in errors[0] and "extract.json" in errors[0]
+
+
+def test_corrupt_video_is_skipped_and_listed(source: Path, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "good.mp4").write_bytes((source / "cfr" / "steady.mp4").read_bytes())
+    (folder / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(3000))
+    out = tmp_path / "out"
+    assert main(["extract", str(folder), "--out", str(out), "--workers", "0", *ARGS]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [b["path"] for b in report["bad"]] == [str(folder / "broken.mp4")]
+    assert "unreadable" in report["bad"][0]["reason"]
+    assert list(rows_of(out)) == ["good"] and not (out / "broken.npy").exists()
+    # --strict: the same run ends with one error line and exit 2
+    assert main(["extract", str(folder), "--out", str(out), "--workers", "0", "--strict",
+                 *ARGS]) == 2
+    errors = [r.getMessage() for r in caplog.records if getattr(r, "user_error", False)]
+    assert len(errors) == 1 and "broken.mp4" in errors[0] and "1 of 2 videos" in errors[0]
+
+
+def test_both_branches_share_the_trunk(source: Path, tmp_path: Path) -> None:
+    """branch=both writes one file per branch, each equal to a single-branch run."""
+    settings = ExtractSettings(source=source / "cfr", checkpoint="random", backbone="r3d_tiny",
+                               seed=3, out=tmp_path / "both", branch="both", size=SIZE,
+                               clip_frames=FRAMES, frame_stride=FRAME_STRIDE, stride=STRIDE,
+                               workers=0, progress=False)
+    result = extract(settings)
+    assert result.written == 1 and result.bad == []
+    single = extract(ExtractSettings(**{**settings.__dict__, "branch": "local",
+                                        "out": tmp_path / "local"}))
+    assert single.written == 1
+    np.testing.assert_allclose(np.load(tmp_path / "both" / "steady.local.npy"),
+                               np.load(tmp_path / "local" / "steady.npy"), atol=1e-6)
+    assert (tmp_path / "both" / "steady.global.npy").is_file()
