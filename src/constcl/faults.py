@@ -10,7 +10,9 @@
   before ``summary.json``;
 * ``kill_during_probe:0``: SIGKILL in a linear-probe evaluation after the training split's
   features are cached, before the probe is fitted and ``results.json`` written (the demo's
-  final probe).
+  final probe);
+* ``kill_during_extract:N``: SIGKILL in ``constcl extract`` when the N-th video of the run has
+  its feature files written under their temporary names, before they are renamed.
 
 Nothing happens when the variable is unset; it is read at each point, so a test sets it for
 one subprocess only.

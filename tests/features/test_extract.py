@@ -171,3 +171,38 @@ def test_both_branches_share_the_trunk(source: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(np.load(tmp_path / "both" / "steady.local.npy"),
                                np.load(tmp_path / "local" / "steady.npy"), atol=1e-6)
     assert (tmp_path / "both" / "steady.global.npy").is_file()
+
+
+def test_rerun_after_a_kill_finishes_the_rest(source: Path, tmp_path: Path) -> None:
+    """A run killed while writing its 2nd video leaves the 1st complete; the rerun skips it
+    (byte-identical, not rewritten), removes the half-written files and does the rest."""
+    import multiprocessing
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.mp4").write_bytes((source / "cfr" / "steady.mp4").read_bytes())
+    out = tmp_path / "out"
+    args = ["extract", str(folder), "--out", str(out), "--workers", "0", *ARGS]
+    # a forked child process (no second torch import): the command with the fault set
+    child = multiprocessing.get_context("fork").Process(target=_run_with_fault,
+                                                        args=(args, "kill_during_extract:2"))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -9
+    assert (out / "a.npy").is_file() and not (out / "b.npy").exists()
+    assert [p.name for p in out.glob(".b.npy.*.partial")]  # killed between write and rename
+    before = {"a.npy": ((out / "a.npy").read_bytes(), (out / "a.npy").stat().st_mtime_ns)}
+    assert main(["extract", str(folder), "--out", str(out), "--workers", "0", *ARGS]) == 0
+    assert {p.name for p in out.glob("*.npy")} == {"a.npy", "b.npy", "c.npy"}
+    assert not list(out.rglob("*.partial"))
+    assert ((out / "a.npy").read_bytes(), (out / "a.npy").stat().st_mtime_ns) == before["a.npy"]
+    assert list(rows_of(out)) == ["a", "b", "c"]
+    np.testing.assert_allclose(np.load(out / "a.npy"), np.load(out / "c.npy"), atol=1e-6)
+
+
+def _run_with_fault(args: list[str], fault: str) -> None:
+    import os
+
+    os.environ["CONSTCL_FAULT"] = fault
+    main(args)

@@ -316,6 +316,8 @@ class _Batcher:
         for index, _, _ in batch:
             self.videos[index]["left"] -= 1
         self.snippets += len(batch)
+        for index in dict.fromkeys(index for index, _, _ in batch):
+            self._finish_if_done(index)
 
     def _boxes(self, state: dict[str, Any], chunk: dict[str, Any]) -> None:
         frames, groups = chunk["frames"], chunk["groups"]  # (G, T, H, W, 3); rows per clip
