@@ -5,6 +5,7 @@ Usage:
                                        [--json OUT] [--write BENCHMARKS.md]
                                        [--timeout SECONDS] [--no-baseline] [--keep]
 
+* ``--only`` selects mutants by id; an id may be a shell-style pattern (``--only 'knn-*'``).
 * ``--list`` prints every mutant (id, file, bug, tests) and checks, without running anything,
   that its ``old`` text occurs exactly once in the file and that the mutated file still compiles.
 * Each mutant is run in isolation: ``src/`` is copied into a fresh ``tempfile.mkdtemp()`` folder,
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fnmatch
 import json
 import os
 import platform
@@ -78,6 +80,10 @@ DAVIS = "tests/eval/test_davis.py"
 TRACKING = "tests/eval/test_tracking.py"
 SIAMFC = "tests/eval/test_siamfc.py"
 PROBE_TEST = "tests/eval/test_classify.py::test_linear_probe_separates_a_separable_set"
+CLASSIFY_JOINTS = "tests/eval/test_joints_classify.py"
+DETECT_JOINTS = "tests/eval/test_joints_detect.py"
+TRACK_JOINTS = "tests/eval/test_joints_track.py"
+PROPAGATE_JOINTS = "tests/eval/test_joints_propagate.py"
 PROPAGATION_UNIT = [f"tests/eval/test_propagate.py::{name}" for name in (
     "test_static_video_keeps_the_first_mask", "test_shifted_pattern_moves_the_mask_along",
     "test_radius_mask_hand_computed", "test_radius_blocks_far_short_term_keys",
@@ -366,6 +372,58 @@ MUTANTS: list[Mutant] = [
            "cell = (loc + 0.5) / self.cfg.response_up - 0.5",
            "cell = loc / self.cfg.response_up",
            "upsampled response position without the half-pixel centre shift", [SIAMFC]),
+    # ------------------------------------------------------------------ evaluation joints
+    # One-line wiring bugs between the features and the reported number (issue 27): which
+    # labels a classifier trains on, which split is encoded, bank vs query, normalisation, box
+    # coordinates, frame indices. The tests/eval/test_joints_*.py tests recompute each task's
+    # metric from known features with an independent implementation of the protocol.
+    Mutant("classify-probe-labels-of-test-videos", V + "classify/task.py",
+           'view_labels = y_train[train["video_index"]]',
+           'view_labels = y_test[train["video_index"]]',
+           "linear probe trains on the labels of the test videos at the same positions",
+           [CLASSIFY_JOINTS]),
+    Mutant("classify-probe-trained-on-test", V + "classify/task.py",
+           "probe, history = fit_linear_probe(x_train, view_labels, len(splits.classes), cfg, "
+           "evaluate)",
+           'probe, history = fit_linear_probe(test["values"], y_test[test["video_index"]], '
+           "len(splits.classes), cfg, evaluate)",
+           "linear probe trains on the test features and labels (a leak)", [CLASSIFY_JOINTS]),
+    Mutant("classify-scored-against-train-labels", V + "classify/task.py",
+           'acc, scores, y = video_accuracy(logits, test["video_index"], y_test)',
+           'acc, scores, y = video_accuracy(logits, test["video_index"], y_train)',
+           "linear probe's test predictions scored against the training labels",
+           [CLASSIFY_JOINTS]),
+    Mutant("classify-splits-swapped", V + "classify/task.py",
+           'items = splits.train if which == "train" else splits.test',
+           'items = splits.train if which == "test" else splits.test',
+           "frozen_features encodes the test videos as 'train' and vice versa",
+           [CLASSIFY_JOINTS]),
+    Mutant("knn-bank-and-query-swapped", V + "classify/task.py",
+           'recall = retrieval_hit_rate(*per_video["test"], *per_video["train"], ks=(1, 5, 10))',
+           'recall = retrieval_hit_rate(*per_video["train"], *per_video["test"], ks=(1, 5, 10))',
+           "kNN: training videos query the test videos", [CLASSIFY_JOINTS]),
+    Mutant("knn-normalised-per-dimension", V + "classify/task.py",
+           'v = enc["values"] / np.maximum(np.linalg.norm(enc["values"], axis=1, keepdims=True),',
+           'v = enc["values"] / np.maximum(np.linalg.norm(enc["values"], axis=0, keepdims=True),',
+           "kNN: views normalised per feature dimension instead of per view",
+           [CLASSIFY_JOINTS]),
+    Mutant("knn-labels-not-reindexed", V + "classify/task.py",
+           "_labels(splits, name)[present])", "_labels(splits, name)[: len(present)])",
+           "kNN: labels not re-indexed after an undecodable video", [CLASSIFY_JOINTS]),
+    Mutant("feature-cache-index-skips-failed", V + "feature_cache.py",
+           "np.full(len(rows[i]), i) for i in order]",
+           "np.full(len(rows[i]), j) for j, i in enumerate(order)]",
+           "encoded views numbered by position, not video index (shifts after a failed video)",
+           [CLASSIFY_JOINTS]),
+    Mutant("finetune-labels-of-test-videos", V + "classify/finetune.py",
+           "[int(i.label) for i in splits.train], train_spec, args.seed)",
+           "[int(i.label) for i in splits.test], train_spec, args.seed)",
+           "fine-tuning trains on the labels of the test videos at the same positions",
+           [CLASSIFY_JOINTS]),
+    Mutant("finetune-tests-on-train-videos", V + "classify/finetune.py",
+           "test_paths = [str(i.path) for i in splits.test]",
+           "test_paths = [str(i.path) for i in splits.train]",
+           "fine-tuning is tested on the training videos", [CLASSIFY_JOINTS]),
     # An equivalent mutant: the probe's bias absorbs the mean (W (x - m) / s + b = W x / s + b'),
     # so the functions the probe can represent are the same; only the conditioning changes.
     Mutant("probe-not-centred", V + "probe.py",
@@ -696,10 +754,10 @@ def select(only: str | None) -> list[Mutant]:
     if not only:
         return list(MUTANTS)
     wanted = [w.strip() for w in only.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in ids]
+    unknown = [w for w in wanted if not fnmatch.filter(ids, w)]
     if unknown:
-        sys.exit(f"unknown mutant ids {unknown}; see --list")
-    return [m for m in MUTANTS if m.id in wanted]
+        sys.exit(f"no mutant id matches {unknown}; see --list")
+    return [m for m in MUTANTS if any(fnmatch.fnmatchcase(m.id, w) for w in wanted)]
 
 
 def list_mutants(mutants: list[Mutant]) -> int:
@@ -716,7 +774,9 @@ def list_mutants(mutants: list[Mutant]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", metavar="ID[,ID...]", help="run only these mutants")
+    parser.add_argument("--only", metavar="ID[,ID...]",
+                        help="run only these mutants; an ID may be a shell-style pattern "
+                             "('knn-*,*-joints')")
     parser.add_argument("--list", action="store_true", help="list and check the mutants, run none")
     parser.add_argument("--dry-run", action="store_true",
                         help="show each mutation and where the tests import constcl from")
