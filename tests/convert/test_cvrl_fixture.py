@@ -195,7 +195,7 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                       caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "cvrl" / "backbone.safetensors"
     assert main(["convert", "tf", str(FIXTURE), str(out), "--bn-epsilon", "1e-3"]) == 0
-    assert "r3d_tf_tiny backbone, 145 TF variables converted" in capsys.readouterr().out
+    assert "r3d_tf_tiny backbone from ckpt-1, 145 TF variables converted" in capsys.readouterr().out
     assert main(["convert", "tf", str(tmp_path / "missing"), str(out)]) == 2
     errors = [r.getMessage() for r in caplog.records if getattr(r, "user_error", False)]
     assert len(errors) == 1 and "does not exist" in errors[0]

@@ -33,7 +33,12 @@ def run(args: argparse.Namespace) -> int:
     summary = convert_cvrl(ConvertSettings(checkpoint=args.checkpoint, out=args.out,
                                            bn_epsilon=args.bn_epsilon,
                                            verify_checksums=not args.no_verify))
-    print(f"{summary['out']}: {summary['backbone']} backbone, {summary['converted']} TF "
+    name, candidates = summary["checkpoint_name"], summary["candidates"]
+    which = f"from {name}"
+    if len(candidates) > 1:  # a folder or archive with several: say which one was taken
+        others = ", ".join(c for c in candidates if c != name)
+        which += f" (the newest of {len(candidates)}; also there: {others})"
+    print(f"{summary['out']}: {summary['backbone']} backbone {which}, {summary['converted']} TF "
           f"variables converted (res5 copied to res5_global and res5_local), "
           f"{summary['head_skipped']} projection-head and {summary['ignored']} bookkeeping "
           f"variables left out; padding tf_same, input_norm unit")

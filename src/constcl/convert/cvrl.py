@@ -35,6 +35,7 @@ assumes the CVRL strides above.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from collections.abc import Iterable
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from constcl.convert.tf_bundle import TensorBundle, find_checkpoint
+from constcl.convert.tf_bundle import TensorBundle, checkpoints_in, find_checkpoint, is_archive
 from constcl.errors import ConstclError
 from constcl.models.r3d import SPECS, STAGE_NAMES, R3DSpec, build_backbone
 
@@ -301,8 +302,11 @@ def convert_cvrl(settings: ConvertSettings) -> dict[str, object]:
     out = Path(settings.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"output {str(out)!r} must end in .safetensors")
+    source = Path(settings.checkpoint)
     with tempfile.TemporaryDirectory(prefix="constcl-tf-") as unpacked:  # for a .tar.gz
-        prefix = find_checkpoint(settings.checkpoint, workdir=unpacked)
+        prefix = find_checkpoint(source, workdir=unpacked)
+        searched = Path(unpacked) if source.is_file() and is_archive(source) else source
+        found = checkpoints_in(searched) if searched.is_dir() else [prefix]
         bundle = TensorBundle(prefix, verify=settings.verify_checksums)
         mapped = map_variables(bundle, settings.bn_epsilon)
     record = {
@@ -323,7 +327,16 @@ def convert_cvrl(settings: ConvertSettings) -> dict[str, object]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(export_tensors(mapped.state), str(tmp), metadata=meta)
+    os.chmod(tmp, _file_mode())  # safetensors creates its file 0600; a weight file is shared
     tmp.replace(out)
     return {"out": str(out), "backbone": mapped.backbone,
             "converted": len(mapped.source_names), "head_skipped": len(mapped.head_variables),
-            "ignored": len(mapped.ignored_variables)}
+            "ignored": len(mapped.ignored_variables), "checkpoint_name": prefix.name,
+            "candidates": [p.name for p in found]}
+
+
+def _file_mode() -> int:
+    """0666 minus this process's umask: the mode ``open()`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

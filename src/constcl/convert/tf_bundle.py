@@ -23,9 +23,12 @@ listed but cannot be read.
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import struct
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +36,8 @@ import numpy as np
 
 from constcl.errors import ConstclError
 
-__all__ = ["BundleEntry", "TensorBundle", "find_checkpoint", "crc32c"]
+__all__ = ["BundleEntry", "TensorBundle", "checkpoints_in", "crc32c", "find_checkpoint",
+           "is_archive", "unpack_archive"]
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48
@@ -341,18 +345,42 @@ def find_checkpoint(path: str | Path, workdir: str | Path | None = None) -> Path
         return path.with_name(name.split(".data-")[0])
     if Path(f"{path}.index").is_file():
         return path
-    if path.is_file() and (name.endswith((".tar.gz", ".tgz", ".tar"))):
+    if path.is_file() and is_archive(path):
         target = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="tfckpt-"))
-        with tarfile.open(path) as tar:
-            _safe_extract(tar, target)
+        unpack_archive(path, target)
         return find_checkpoint(target)
     if path.is_dir():
-        indexes = sorted(path.rglob("*.index"), key=_checkpoint_order)
-        if not indexes:
+        found = checkpoints_in(path)
+        if not found:
             raise FileNotFoundError(f"no TF checkpoint (*.index) under {str(path)!r}")
-        return indexes[-1].with_name(indexes[-1].name[: -len(".index")])
+        return found[-1]
     raise FileNotFoundError(f"TF checkpoint {str(path)!r} does not exist (give the ckpt-N "
                             "prefix, its .index file, its folder or a .tar.gz of it)")
+
+
+def is_archive(path: str | Path) -> bool:
+    """Whether ``path`` names a tar archive (``.tar.gz``, ``.tgz``, ``.tar``) by its name."""
+    return Path(path).name.endswith((".tar.gz", ".tgz", ".tar"))
+
+
+def checkpoints_in(folder: str | Path) -> list[Path]:
+    """The checkpoint prefixes under ``folder`` (recursively), oldest first: by the step N of
+    ``ckpt-N``, then by path."""
+    indexes = sorted(Path(folder).rglob("*.index"), key=_checkpoint_order)
+    return [p.with_name(p.name[: -len(".index")]) for p in indexes]
+
+
+def unpack_archive(path: str | Path, target: str | Path) -> None:
+    """Unpack the tar archive ``path`` into ``target`` (:func:`_safe_extract`); a truncated or
+    corrupt archive (e.g. a half-finished download) raises ConstclError naming it."""
+    try:
+        with tarfile.open(path) as tar:
+            _safe_extract(tar, Path(target))
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConstclError(f"{path}: not a readable tar archive ({reason}); a truncated or "
+                           "corrupt download? Download it again, or unpack it and give the "
+                           "folder") from err
 
 
 def _safe_extract(tar: tarfile.TarFile, target: Path) -> None:
