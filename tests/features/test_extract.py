@@ -206,3 +206,49 @@ def _run_with_fault(args: list[str], fault: str) -> None:
 
     os.environ["CONSTCL_FAULT"] = fault
     main(args)
+
+
+def test_box_features_equal_roi_align_by_hand(source: Path, tmp_path: Path) -> None:
+    """--boxes: per CSV row, RoIAlign (7 x 7, aligned, scale 1/32) of the time-averaged res5
+    map of the clip centred on the row's key frame (full frame, short side --size), then the
+    maximum over the bins; rows in file order."""
+    from torchvision.ops import roi_align
+
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("steady,0.4,0.1,0.2,0.6,0.9,12\nsteady,1,0.0,0.0,1.0,1.0,3\n"
+                     "steady,0.4,0.5,0.0,1.0,0.5,7\nother,1,0,0,1,1,1\n")
+    out = tmp_path / "out"
+    assert main(["extract", str(source / "cfr"), "--out", str(out), "--boxes", str(boxes),
+                 "--workers", "0", *ARGS]) == 0
+    got = np.load(out / "steady.boxes.npy")
+    assert got.shape == (3, 64)
+    row = rows_of(out)["steady"]
+    assert [g["key_frame"] for g in row["box_rows"]] == [10, 25]
+    assert [g["lines"] for g in row["box_rows"]] == [[1, 3], [2]]
+    encoder = load_encoder("random", backbone="r3d_tiny", seed=3)
+    rows = [(10, (0.1, 0.2, 0.6, 0.9)), (25, (0.0, 0.0, 1.0, 1.0)), (10, (0.5, 0.0, 1.0, 0.5))]
+    for k, (key, box) in enumerate(rows):
+        indices = np.clip(key - FRAME_STRIDE * (FRAMES // 2) + FRAME_STRIDE * np.arange(FRAMES),
+                          0, 39).tolist()
+        frames = reference_frames(source / "cfr" / "steady.mp4", indices)  # (T, 64, 96, 3)
+        clip = torch.from_numpy(frames).permute(3, 0, 1, 2).float()[None] / 127.5 - 1.0
+        with torch.no_grad():
+            res5 = encoder.features(clip).mean(dim=2)
+        roi = torch.tensor([[0.0, box[0] * 96, box[1] * 64, box[2] * 96, box[3] * 64]])
+        want = roi_align(res5, roi, output_size=7, spatial_scale=1 / 32, sampling_ratio=0,
+                         aligned=True).amax(dim=(2, 3))[0]
+        np.testing.assert_allclose(got[k], want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_list_source_is_mirrored_relative_to_the_list(source: Path, tmp_path: Path) -> None:
+    listing = source / "videos.txt"
+    listing.write_text("vfr/bursts.mp4 1\ncfr/steady.mp4 0\n")
+    out = tmp_path / "out"
+    try:
+        assert main(["extract", str(listing), "--out", str(out), "--workers", "0", *ARGS]) == 0
+    finally:
+        listing.unlink()
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.npy")} == {
+        "vfr/bursts.npy", "cfr/steady.npy"}
+    assert {r: row["label"] for r, row in rows_of(out).items()} == {"vfr/bursts": 1,
+                                                                     "cfr/steady": 0}

@@ -277,6 +277,8 @@ class _Batcher:
             self._run(batch)
         for index in list(self.videos):
             self._finish_if_done(index)
+        if self.videos:  # every chunk has arrived: a video still open is a bug
+            raise RuntimeError(f"videos left unfinished: {[self.jobs[i].rel for i in self.videos]}")
 
     def _start(self, index: int, meta: dict[str, Any]) -> dict[str, Any]:
         n, boxes = meta["snippets"], len(self.jobs[index].boxes)
@@ -331,7 +333,7 @@ class _Batcher:
             for branch, fmap in maps.items():
                 feats = detection_roi_features(fmap, rois).cpu().numpy()
                 state["arrays"][f"{branch}.boxes"][rows] = feats
-        state["box_groups_left"] -= 1
+        state["box_groups_left"] -= len(groups)
 
     def _finish_if_done(self, index: int) -> None:
         state = self.videos.get(index)
