@@ -424,6 +424,28 @@ MUTANTS: list[Mutant] = [
            "test_paths = [str(i.path) for i in splits.test]",
            "test_paths = [str(i.path) for i in splits.train]",
            "fine-tuning is tested on the training videos", [CLASSIFY_JOINTS]),
+    Mutant("detect-box-width-height-swapped", V + "detect/task.py",
+           "h, w = x.shape[-2:]", "w, h = x.shape[-2:]",
+           "RoI boxes scaled by the frame's height in x and its width in y", [DETECT_JOINTS]),
+    Mutant("detect-trained-on-val", V + "detect/task.py",
+           "train = ava.groundtruth_key_frames(ava.read_groundtruth(files.train, fixes), "
+           "class_ids)",
+           "train = ava.groundtruth_key_frames(ava.read_groundtruth(files.val, fixes), "
+           "class_ids)",
+           "RoI classifier trains on the validation boxes and labels (a leak)", [DETECT_JOINTS]),
+    Mutant("detect-val-features-of-train-boxes", V + "detect/task.py",
+           'f_val, hit_val = _features(args, files, val_boxes, f"val-{args.boxes}", val_sources)',
+           'f_val, hit_val = _features(args, files, train, f"val-{args.boxes}", val_sources)',
+           "validation scores computed on the training boxes' features", [DETECT_JOINTS]),
+    Mutant("roi-spatial-scale-16", V + "detect/roi.py",
+           "spatial_scale: float = 1.0 / RES5_STRIDE,", "spatial_scale: float = 1.0 / 16,",
+           "RoIAlign at PySlowFast's 1/16 on our stride-32 res5", [DETECT_JOINTS]),
+    Mutant("key-frame-not-centred", V + "views.py",
+           "return clamped_clip_indices(key_frame - stride * (frames // 2), frames, stride,",
+           "return clamped_clip_indices(key_frame - stride * ((frames - 1) // 2), frames, "
+           "stride,",
+           "detection clip's input frame (frames - 1) // 2 is the key frame, not frames // 2",
+           [DETECT_JOINTS]),
     # An equivalent mutant: the probe's bias absorbs the mean (W (x - m) / s + b = W x / s + b'),
     # so the functions the probe can represent are the same; only the conditioning changes.
     Mutant("probe-not-centred", V + "probe.py",
