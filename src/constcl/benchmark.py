@@ -41,6 +41,7 @@ from constcl.eval import classify, detect, propagate, track
 from constcl.eval.settings import EncoderSettings
 from constcl.models.constcl import VARIANTS
 from constcl.report import ReportInputs, write_report
+from constcl.runlock import run_lock
 
 log = logging.getLogger("constcl.bench")
 
@@ -383,7 +384,14 @@ def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> lis
     it again with the same ``out`` and budget continues where it stopped, and adding seeds or
     variants evaluates only what is new (finished pretraining runs are resumed, not redone);
     changing only an evaluation setting (``EVAL_FIELDS``) evaluates again only the tasks it
-    affects. RESULTS.md says which evaluations were reused and when they were made."""
+    affects. RESULTS.md says which evaluations were reused and when they were made.
+    A second process on the same ``out`` is refused (``runlock.run_lock``)."""
+    with run_lock(out, command):
+        return _run_bench(b, out, command)
+
+
+def _run_bench(b: Budget, out: str | Path, command: str) -> list[dict]:
+    """:func:`run_bench` while holding the folder's lock."""
     began = time.time()
     # evaluations decode with 2 DataLoader workers; more compute threads than free cores makes
     # PyTorch's CPU kernels many times slower

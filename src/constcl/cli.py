@@ -9,10 +9,15 @@ others.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import math
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import NoReturn
 
 from constcl.errors import EXPECTED_ERRORS, user_message
@@ -131,6 +136,45 @@ def _is_expected(err: BaseException) -> bool:
     return isinstance(err, EXPECTED_ERRORS)
 
 
+class Terminated(BaseException):
+    """SIGTERM received by the main process: unwinds like Ctrl-C, so worker pools stop, locks
+    are released and temporary files removed, then :func:`main` exits with 128 + 15."""
+
+
+def _on_sigterm(main_pid: int):
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # a forked worker inherited this handler: die quietly
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    return handler
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (restored after,
+    so that ``main`` called from other code leaves no handler behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_finite_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every float flag must be a finite number: ``float()`` accepts ``nan`` and ``inf``, which
+    pass checks such as ``lr > 0`` and then turn every number computed from them into NaN."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"{flag} must be a finite number; got {value}")
+
+
 def _debug_requested(args: argparse.Namespace) -> bool:
     return bool(args.debug) or os.environ.get("CONSTCL_DEBUG", "") not in ("", "0")
 
@@ -140,13 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # reported by the command's own parser, so the hint names its --help
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    _check_finite_flags(getattr(args, "_parser", parser), args)
     handler = logging.StreamHandler()
     handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                     datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         handlers=[handler])
     try:
-        return _dispatch(parser, args)
+        with _sigterm_unwinds():
+            return _dispatch(parser, args)
+    except Terminated:
+        report_error("stopped by SIGTERM (outputs written so far are kept; running the same "
+                     "command again resumes where the command supports it)")
+        return 128 + signal.SIGTERM
     except Exception as err:
         if not _is_expected(err) or _debug_requested(args):
             raise

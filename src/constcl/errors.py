@@ -9,13 +9,16 @@ traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 from safetensors import SafetensorError
 
-__all__ = ["ConstclError", "DataFileError", "EXPECTED_ERRORS", "user_message"]
+__all__ = ["ConstclError", "DataFileError", "EXPECTED_ERRORS", "NonFiniteError",
+           "OutputError", "torch_load_reason", "user_message", "writing"]
 
 
 class ConstclError(Exception):
@@ -38,6 +41,47 @@ class DataFileError(ConstclError, ValueError):
         self.path: Path | None = Path(path)
         self.line = line
         self.reason = message
+
+
+class NonFiniteError(ConstclError):
+    """Numbers that cannot be used: NaN or inf in a checkpoint's tensors, an evaluation's
+    features, scores or classifier weights. No result is computed from them."""
+
+
+class OutputError(ConstclError, OSError):
+    """The output side failed (no space, file too large, name too long, no permission): the
+    message names the output path. An ``OSError`` as well, for callers that catch those."""
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in an ``OSError`` raised inside the block that names no file (a write
+    that fails on ``close()``, e.g. ``[Errno 27] File too large``, says nothing of where), and
+    turn a safetensors write failure into an :class:`OutputError` naming it."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+    except SafetensorError as err:  # safetensors reports a failed write as "I/O error: ..."
+        if "I/O error" not in str(err):
+            raise
+        raise OutputError(f"cannot write {path}: {err}") from err
+
+
+def torch_load_reason(err: BaseException) -> str:
+    """One short line for a failed ``torch.load(..., weights_only=True)``: PyTorch's message for
+    a pickle with other objects is a paragraph advising ``weights_only=False`` (which would run
+    the file's code); random bytes give riddles such as "pop from empty list"."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        return ("not a checkpoint of plain tensors and values (it holds other Python objects, "
+                "which are never unpickled here)")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"not a readable PyTorch checkpoint ({type(err).__name__}: {first})"
 
 
 # ValueError covers the config's ConfigError and UnicodeDecodeError; OSError covers

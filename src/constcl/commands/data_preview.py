@@ -8,10 +8,8 @@ drawing is :func:`constcl.data.preview.preview_video`.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from constcl.data.decode import VideoError
 from constcl.data.preview import preview_video
 from constcl.data.regions import REGION_GENERATORS
 
@@ -34,14 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """A video that cannot be used raises ``VideoError`` (a ``ConstclError``), which
+    ``constcl.cli.main`` prints as one ``constcl: error:`` line with exit code 2."""
     out = Path(args.out)
-    try:
-        valid = preview_video(args.video, out, seed=args.seed, size=args.size,
-                              frames=args.frames, stride=args.stride, regions=args.regions,
-                              num_regions=args.num_regions, boxes_dir=args.boxes_dir,
-                              every=args.every)
-    except VideoError as err:
-        print(f"constcl: error: cannot use {err.path}: {err.reason}", file=sys.stderr)
-        return 1
+    valid = preview_video(args.video, out, seed=args.seed, size=args.size,
+                          frames=args.frames, stride=args.stride, regions=args.regions,
+                          num_regions=args.num_regions, boxes_dir=args.boxes_dir,
+                          every=args.every)
     print(f"wrote {out} (valid boxes: a {valid['a']}, b {valid['b']})")
     return 0

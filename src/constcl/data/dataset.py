@@ -30,6 +30,7 @@ data set is recorded bad, the dataset raises ``TooManyBadVideos`` listing exampl
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -238,10 +239,12 @@ class TwoViewDataset(Dataset):
     def _check_bad_fraction(self) -> None:
         bad = self.num_bad()
         if bad > self.max_bad_fraction * len(self.items):
+            found = f"{bad} bad video{'s' if bad != 1 else ''}"  # found so far, not all of them
             raise TooManyBadVideos(
-                f"{bad} of {len(self.items)} videos are bad (more than "
-                f"max_bad_fraction={self.max_bad_fraction}); e.g. {self._examples()}. "
-                "Run `constcl data check` on the source for a full report."
+                f"{found} found among the {len(self.items)} so far, more than "
+                f"max_bad_fraction={self.max_bad_fraction} allows "
+                f"({math.floor(self.max_bad_fraction * len(self.items))}); e.g. "
+                f"{self._examples()}. Run `constcl data check` on the source to count them all."
             )
 
     def _examples(self, count: int = 5) -> str:

@@ -22,15 +22,24 @@ Output folder ``OUT``::
 OUT/manifest.csv`` trains on the copy; integer labels and class names are carried over as they
 are (a Kinetics ``label`` column would be renumbered by sorted class name).
 
-Resumability: a video is written to ``<name>.<pid>.partial`` and renamed when complete, then
-its record is written; a rerun skips every video with a record (and its output, for good ones),
-deletes left-over ``.partial`` files and redoes those videos. Bad inputs (unreadable, zero-length,
-audio-only, truncated, or failing to transcode) get a record with the reason and never reach the
-manifest or the shards.
+Resumability: a video is written to ``.<id>.<pid>.partial`` (a short name, whatever the
+source's name) and renamed when complete, then its record is written; a rerun skips every video
+with a record (and its output, for good ones), deletes left-over ``.partial`` files and redoes
+those videos. Bad inputs (unreadable, zero-length, audio-only, truncated, or failing to
+transcode) get a record with the reason and never reach the manifest or the shards. Output
+names longer than the file system allows (255 bytes) are shortened, with the id added.
+
+Faults of the output side are not the source's: no space, a file-size limit, a name too long,
+no permission or a read-only file system (:data:`_OUTPUT_ERRNOS`) stop the run with one
+:class:`~constcl.errors.OutputError` naming the output path, and nothing is recorded against
+the source, so the same command after the fault is fixed completes every video. OUT may not be
+SOURCE, lie inside SOURCE (a rerun would take in its own output) or contain it; one process at
+a time may write OUT (``runlock``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import hashlib
@@ -47,14 +56,17 @@ from pathlib import Path
 from constcl.data.check import check_file, source_report
 from constcl.data.decode import VideoError
 from constcl.data.sources import VIDEO_EXTENSIONS, VideoItem, resolve_source
-from constcl.errors import ConstclError
+from constcl.errors import ConstclError, OutputError, writing
+from constcl.runlock import run_lock
 
 __all__ = ["EncodeSettings", "PrepareSettings", "PrepareResult", "prepare", "transcode"]
 
 log = logging.getLogger(__name__)
 
 # write errors that stop `prepare` (a rerun resumes) instead of marking the input bad
-_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.EFBIG, errno.ENAMETOOLONG)
+NAME_MAX = 255  # bytes of one file name (ext4, xfs, btrfs, NFS ...)
 
 MANIFEST_COLUMNS = ("path", "label", "class_name", "duration", "fps", "width", "height",
                     "num_frames", "source")
@@ -84,8 +96,10 @@ class EncodeSettings:
     def __post_init__(self) -> None:
         if self.short_side < 0 or self.short_side == 1:
             raise ValueError(f"short_side must be 0 (keep) or >= 2, got {self.short_side}")
-        if self.max_fps < 0 or self.keyframe_seconds <= 0:
-            raise ValueError("max_fps must be >= 0 and keyframe_seconds > 0")
+        if not (math.isfinite(self.max_fps) and math.isfinite(self.keyframe_seconds)) \
+                or self.max_fps < 0 or self.keyframe_seconds <= 0:
+            raise ValueError(f"max_fps must be a finite number >= 0 and keyframe_seconds one "
+                             f"> 0; got {self.max_fps}, {self.keyframe_seconds}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be in [0, 51], got {self.crf}")
 
@@ -153,8 +167,9 @@ def transcode(src: str | Path, dst: str | Path, enc: EncodeSettings) -> int:
                 raise VideoError(src, "no video stream")
             return _transcode_stream(inp, out, enc, src)
     except av.FFmpegError as err:
-        if getattr(err, "errno", None) in _OUTPUT_ERRNOS:  # the output side, not the input
-            raise OSError(err.errno, f"cannot write {dst}: {err}") from err
+        code = getattr(err, "errno", None)
+        if code in _OUTPUT_ERRNOS or getattr(err, "filename", None) == str(dst):
+            raise OSError(code, getattr(err, "strerror", None) or str(err), str(dst)) from err
         raise VideoError(src, f"transcoding failed ({type(err).__name__}: {err})") from err
 
 
@@ -214,31 +229,51 @@ def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return _even(width * scale), _even(height * scale)
 
 
+def output_error(path: str | Path, err: OSError, source: str | None = None) -> OutputError:
+    """One line naming the output ``path`` (not a temporary name) for an output-side fault."""
+    what = err.strerror or str(err)
+    code = f" [Errno {err.errno}]" if err.errno else ""
+    blame = f"; nothing was recorded against {source}" if source else ""
+    return OutputError(f"cannot write {path}: {what}{code}{blame}; fix the output side (space, "
+                       "size limit, permissions) and run the same command again to resume")
+
+
+def _is_output_fault(err: BaseException) -> bool:
+    return isinstance(err, OSError) and not isinstance(err, ConstclError) \
+        and err.errno in _OUTPUT_ERRNOS
+
+
 def _prepare_one(job: _Job, out_dir: str, enc: EncodeSettings) -> dict:
-    """Check, transcode and verify one video; returns its record (never raises for bad input)."""
+    """Check, transcode and verify one video; returns its record (never raises for bad input).
+
+    Raises :class:`OutputError` (and records nothing) when the output side fails."""
     check = check_file(job.source)
     record = {"job": asdict(job), "check": check, "output": None}
     if not check["ok"]:
         return record
     final = Path(out_dir) / job.output
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f"{final.name}.{os.getpid()}.partial")  # one per process
+    partial = final.with_name(f".{job.id}.{os.getpid()}.partial")  # short, one per process
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
         transcode(job.source, partial, enc)
+        result = check_file(str(partial))
+        if result["ok"]:
+            os.replace(partial, final)
     except Exception as err:  # noqa: BLE001 - any input-caused failure is a bad input
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if _is_output_fault(err):  # disk full, size limit, permissions: stop, a rerun resumes
+            raise output_error(final, err, job.source) from err
         if isinstance(err, OSError) and not isinstance(err, VideoError):
-            raise  # the output side (disk full, permissions): stop, a rerun resumes
+            raise
         reason = err.reason if isinstance(err, VideoError) else \
             f"transcoding failed ({type(err).__name__}: {err})"
         check.update(ok=False, reason=reason)
         return record
-    result = check_file(str(partial))
     if not result["ok"]:
         partial.unlink(missing_ok=True)
         check.update(ok=False, reason=f"transcoded copy unusable ({result['reason']})")
         return record
-    os.replace(partial, final)
     result["path"] = job.output
     record["output"] = result
     return record
@@ -247,28 +282,57 @@ def _prepare_one(job: _Job, out_dir: str, enc: EncodeSettings) -> dict:
 # ---------------------------------------------------------------------------- whole source
 
 
+def fit_name(stem: str, suffix: str, tag: str, limit: int = NAME_MAX) -> str:
+    """``stem + suffix``, or when that is longer than ``limit`` bytes (UTF-8), the stem cut at
+    a character boundary plus ``-<tag>`` so that it fits (and stays unique)."""
+    if len((stem + suffix).encode()) <= limit:
+        return stem + suffix
+    room = limit - len(f"-{tag}{suffix}".encode())
+    cut = stem.encode()[:room].decode(errors="ignore")
+    return f"{cut}-{tag}{suffix}"
+
+
 def _plan(items: list[VideoItem]) -> list[_Job]:
     """One job per source video; output ``videos/<class>/<stem>.mp4``, with ``-<id>`` added to
-    names that two sources would share."""
+    names that two sources would share, and names over :data:`NAME_MAX` bytes shortened."""
     jobs = []
     for item in items:
-        folder = "videos" if not item.label_name else \
-            f"videos/{item.label_name.replace('/', '_').replace(os.sep, '_')}"
-        stem = item.path.stem.replace(".", "_")
-        jobs.append(_Job(str(item.path), f"{folder}/{stem}.mp4", item.label, item.label_name))
+        job_id = _Job(str(item.path), "", None, None).id
+        folder = "videos" if not item.label_name else "videos/" + fit_name(
+            item.label_name.replace("/", "_").replace(os.sep, "_"), "", job_id[:8])
+        name = fit_name(item.path.stem.replace(".", "_"), ".mp4", job_id[:8])
+        jobs.append(_Job(str(item.path), f"{folder}/{name}", item.label, item.label_name))
     counts: dict[str, int] = {}
     for job in jobs:
         counts[job.output] = counts.get(job.output, 0) + 1
-    return [job if counts[job.output] == 1 else
-            _Job(job.source, job.output[:-4] + f"-{job.id[:8]}.mp4", job.label, job.class_name)
-            for job in jobs]
+    out = []
+    for job in jobs:
+        if counts[job.output] > 1:
+            folder, name = job.output.rsplit("/", 1)
+            name = fit_name(name[:-4] + f"-{job.id[:8]}", ".mp4", job.id[8:16])
+            job = _Job(job.source, f"{folder}/{name}", job.label, job.class_name)
+        out.append(job)
+    return out
+
+
+def check_nesting(source: str | Path, out: str | Path) -> None:
+    """Refuse OUT equal to SOURCE, OUT inside a SOURCE folder (a rerun would scan its own
+    output as new videos) and SOURCE inside OUT (the run would write over what it reads)."""
+    src, dst = Path(source).resolve(), Path(out).resolve()
+    if src == dst or (src.is_dir() and src in dst.parents):
+        where = "the source folder" if src == dst else "inside the source folder"
+        raise ConstclError(f"output folder {out} is {where} {source}: a rerun would take in its "
+                           f"own output as new videos; choose an output folder outside {source}")
+    if dst in src.parents:
+        raise ConstclError(f"source {source} is inside the output folder {out}; choose an "
+                           "output folder that does not contain the source")
 
 
 def _check_settings(out: Path, enc: EncodeSettings) -> None:
     """Write ``prepare.json``, or refuse when it holds other encoding settings."""
     path = out / "prepare.json"
     wanted = {"encode": asdict(enc)}
-    if path.exists():
+    if path.exists() and path.stat().st_size:
         found = json.loads(path.read_text())
         if found.get("encode") != wanted["encode"]:
             raise ConstclError(f"{out} was prepared with other settings ({found.get('encode')}); "
@@ -279,8 +343,16 @@ def _check_settings(out: Path, enc: EncodeSettings) -> None:
 
 def _write_json(path: Path, data: object) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if _is_output_fault(err):
+            raise output_error(path, err) from err
+        raise
 
 
 def _is_done(out: Path, record_path: Path) -> bool:
@@ -293,15 +365,23 @@ def _is_done(out: Path, record_path: Path) -> bool:
 def prepare(settings: PrepareSettings) -> PrepareResult:
     """Prepare ``settings.source`` into ``settings.out`` (see the module docstring).
 
-    Raises FileNotFoundError / ValueError when the source itself is unusable, and
-    :class:`ConstclError` when OUT holds a copy made with other encoding settings.
+    Raises FileNotFoundError / ValueError when the source itself is unusable,
+    :class:`ConstclError` when OUT holds a copy made with other encoding settings or OUT and
+    SOURCE are nested, :class:`~constcl.runlock.FolderLocked` when another process writes OUT,
+    and :class:`OutputError` when OUT cannot be written.
     """
+    check_nesting(settings.source, settings.out)
     skipped: list[tuple[str, str]] = []
     items, missing = resolve_source(settings.source, settings.root, skipped)
     if not items and not missing and not skipped:
         raise ValueError(f"{settings.source}: no videos found ({', '.join(VIDEO_EXTENSIONS)})")
+    with run_lock(settings.out, "constcl data prepare"):
+        return _prepare_locked(settings, items, missing, skipped)
+
+
+def _prepare_locked(settings: PrepareSettings, items: list[VideoItem], missing: list[str],
+                    skipped: list[tuple[str, str]]) -> PrepareResult:
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings.encode)
     jobs = _plan(items)
     if settings.shards or settings.shard_bytes:
@@ -311,7 +391,12 @@ def prepare(settings: PrepareSettings) -> PrepareResult:
             log.info("%s: shards complete; nothing to do", out)
             return _result(out, jobs, 0, settings)
     records = out / ".prepare" / "records"
-    records.mkdir(parents=True, exist_ok=True)
+    try:
+        records.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if _is_output_fault(err):
+            raise output_error(records, err) from err
+        raise
     for stale in (out / "videos").rglob("*.partial") if (out / "videos").exists() else []:
         stale.unlink()  # a video a killed run did not finish: redone below
     todo = [job for job in jobs if not _is_done(out, records / f"{job.id}.json")]
@@ -354,9 +439,13 @@ def _run_jobs(todo: list[_Job], total: int, out: Path, records: Path,
         with ProcessPoolExecutor(max_workers=settings.workers) as pool:
             futures = {pool.submit(_prepare_one, job, str(out), settings.encode): job
                        for job in todo}
-            for future in as_completed(futures):
-                _write_json(records / f"{futures[future].id}.json", future.result())
-                bar.update()
+            try:
+                for future in as_completed(futures):
+                    _write_json(records / f"{futures[future].id}.json", future.result())
+                    bar.update()
+            except BaseException:  # an output fault, Ctrl-C: do not start the other videos
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         bar.close()
 

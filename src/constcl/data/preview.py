@@ -6,6 +6,9 @@ augmentations, with the view's K boxes drawn on the key frame (dashed for invali
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +68,21 @@ def draw_views(sample: dict, views: dict[str, torch.Tensor], out: Path, every: i
     plt.close(fig)
 
 
+@contextlib.contextmanager
+def _no_bad_video_warning() -> Iterator[None]:
+    """Drop the data set's "skipping bad video" warning for the one video previewed."""
+    logger = logging.getLogger("constcl.data.dataset")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("skipping bad video")
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def sample_views(
     video: str | Path,
     *,
@@ -96,7 +114,8 @@ def sample_views(
         max_retries=0,
     )
     try:
-        sample = dataset[0]
+        with _no_bad_video_warning():  # the error below says it; once is enough
+            sample = dataset[0]
     except TooManyBadVideos:
         reason = "; ".join(r for _, r in dataset.bad_files())
         raise VideoError(video, reason) from None

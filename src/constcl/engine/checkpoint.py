@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from constcl.errors import ConstclError
+from constcl.errors import ConstclError, torch_load_reason, writing
 from constcl.faults import FAULT_ENV, fault, kill_on_fault  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,19 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep:
     torch.save(state, buffer)
     data = buffer.getbuffer()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        if fault("kill_during_checkpoint", step):
-            f.write(data[: len(data) // 2])
+    try:
+        with writing(path), open(tmp, "wb") as f:  # an error names the checkpoint
+            if fault("kill_during_checkpoint", step):
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    except OSError:  # disk full, size limit: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     _fsync_dir(path.parent)
     for old in list_checkpoints(run_dir)[:-keep]:
@@ -93,7 +97,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated or foreign file
-        raise CheckpointReadError(f"checkpoint {str(path)!r} cannot be read: {err}") from err
+        raise CheckpointReadError(f"checkpoint {str(path)!r} cannot be read: "
+                                  f"{torch_load_reason(err)}") from err
 
 
 def latest_loadable(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:

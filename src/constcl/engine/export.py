@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from constcl.errors import writing
 from constcl.models import ConSTCL
 
 
@@ -37,6 +38,11 @@ def export_backbone(model: ConSTCL, path: str | Path, config: dict) -> Path:
             "padding": config["model"].get("padding", "torch"), "config": json.dumps(config),
             "format": "constcl-backbone-v1"}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(backbone_tensors(model), str(tmp), metadata=meta)
+    try:
+        with writing(path):  # a full disk or size limit names the file
+            save_file(backbone_tensors(model), str(tmp), metadata=meta)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return path

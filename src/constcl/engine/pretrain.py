@@ -6,6 +6,7 @@ export. Works as is under ``torchrun --nproc_per_node=N -m constcl pretrain ...`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ from constcl.engine.step import TrainStep
 from constcl.errors import ConstclError
 from constcl.models import LossWeights, build_model
 from constcl.models.constcl import ConSTCL
+from constcl.runlock import run_lock
 from constcl.schedule import scaled_lr, warmup_cosine
 
 log = logging.getLogger("constcl.train")
@@ -183,7 +185,10 @@ def pretrain(cfg: Config) -> Path:
     """
     joined = not dist.is_initialized() and dist.init_from_env()
     try:
-        run_dir = _pretrain(cfg)
+        # one process per run folder (rank 0 holds it for the whole group): runlock.py
+        with run_lock(run_folder(cfg), "constcl pretrain") if dist.is_main() \
+                else contextlib.nullcontext():
+            run_dir = _pretrain(cfg)
     except BaseException:
         if joined:  # no barrier: the other ranks may never reach it
             dist.shutdown(wait=False)

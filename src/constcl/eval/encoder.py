@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 from safetensors import SafetensorError, safe_open
 
-from constcl.errors import ConstclError
+from constcl.errors import ConstclError, NonFiniteError
 from constcl.models.r3d import PADDINGS, R3D, build_backbone
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,9 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
     (``"torch"`` for files without it; ``"tf_same"`` for weights converted from TensorFlow by
     ``constcl convert tf``); random weights use ``"torch"``.
 
-    Raises FileNotFoundError for a missing file and ValueError for a missing branch or keys that
-    do not fit (missing and unexpected keys are listed).
+    Raises FileNotFoundError for a missing file, ValueError for a missing branch or keys that
+    do not fit (missing and unexpected keys are listed), and :class:`NonFiniteError` when a
+    tensor of the file holds NaN or inf.
     """
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {list(BRANCHES)}; got {branch!r}")
@@ -179,6 +180,7 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except SafetensorError as err:
         raise ConstclError(f"checkpoint {str(path)!r} cannot be read ({err})") from err
+    _check_finite_tensors(path, tensors)
     norm = _check_input_norm(path, meta, input_norm)
     name = backbone or meta.get("backbone")
     if name is None:
@@ -207,6 +209,18 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
                          f", unexpected {result.unexpected_keys[:5]}")
     log.info("loaded %s backbone (%s branch) from %s", name, branch, path)
     return net.eval()
+
+
+def _check_finite_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """:class:`NonFiniteError` naming the tensors of the file that hold NaN or inf (a few
+    corrupted bytes, or weights exported from a run that diverged)."""
+    bad = [k for k, t in sorted(tensors.items())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteError(f"checkpoint {str(path)!r}: {len(bad)} tensor(s) hold NaN or inf "
+                             f"({shown}); the file is damaged or comes from a run that "
+                             "diverged, and nothing computed from it would mean anything")
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from constcl.errors import DataFileError
+from constcl.errors import DataFileError, writing
 
 __all__ = ["file_digest", "prepare_out_dir", "safe_name", "to_jsonable", "write_json"]
 
@@ -70,7 +70,12 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented strict JSON (NaN -> null) atomically; returns the path."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+    try:
+        with writing(path):  # a full disk or size limit names the file
+            tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     log.info("wrote %s", path)
     return path

@@ -18,6 +18,7 @@ every flag is the field of the same name with ``-`` for ``_``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from constcl.eval.frame_encoder import ENCODER_STAGES, FRAME_MODES
 from constcl.models.r3d import INPUT_NORMS
 
 __all__ = ["ClipProbeSettings", "EncoderSettings", "FrameEncoderSettings", "as_paths",
-           "check_choice", "check_positive"]
+           "check_choice", "check_finite_fields", "check_positive"]
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     """Raise ``ValueError`` naming the field and its allowed values."""
@@ -45,6 +46,18 @@ def check_positive(settings: Any, *names: str, allow_none: bool = False) -> None
             continue
         if not isinstance(value, int | float) or value <= 0:
             raise ValueError(f"{name} must be positive; got {value!r}")
+
+
+def check_finite_fields(settings: Any, prefix: str = "") -> None:
+    """Raise ``ValueError`` naming the first float field (nested dataclasses included, e.g. the
+    tracker's or the propagation's hyper-parameters) that is NaN or inf: such a value passes
+    ``> 0`` checks and turns every number computed from it into NaN."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{prefix}{f.name} must be a finite number; got {value}")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_finite_fields(value, f"{prefix}{f.name}.")
 
 
 def as_paths(settings: Any, *names: str) -> None:
@@ -86,6 +99,7 @@ class EncoderSettings:
     cache_dir: str | Path | None = None
 
     def __post_init__(self) -> None:
+        check_finite_fields(self)
         as_paths(self, "out", "cache_dir")
         check_choice("branch", self.branch, BRANCHES)
         if self.input_norm is not None:

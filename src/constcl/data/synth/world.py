@@ -24,6 +24,7 @@ import numpy as np
 from constcl.data.synth import formats
 from constcl.data.synth.taxonomy import ACTIONS, class_table
 from constcl.data.synth.video import VideoJob, VideoRecord, make_video
+from constcl.runlock import LOCK_NAME, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,10 @@ def _render_all(jobs: list[VideoJob], workers: int) -> list[VideoRecord]:
             records.append(record)
             if len(records) % step == 0:
                 log.info("synth: %d/%d videos", len(records), len(jobs))
+    except BaseException:  # Ctrl-C, SIGTERM, an error: stop the workers now, not after the rest
+        if pool is not None:
+            pool.terminate()
+        raise
     finally:
         if pool is not None:
             pool.close()
@@ -205,7 +210,7 @@ def _available_cpus() -> int:
 
 def _prepare(root: Path) -> None:
     """Empty a previous world's entries in ``root``; refuse to touch a folder that is not one."""
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and any(p.name != LOCK_NAME for p in root.iterdir()):
         if not (root / SUMMARY).exists():
             raise FileExistsError(f"{root} is not empty and holds no {SUMMARY}; not overwriting")
         for name in (*OWNED, SUMMARY):
@@ -255,17 +260,23 @@ def generate_world(
         existing.reused = True
         return existing
     start = time.perf_counter()
-    _prepare(root)
-    classes = [name for name, _, _ in class_table()]
-    summary = WorldSummary(root, params, classes, list(ACTIONS), {}, complete=False)
-    summary.save()
-    jobs = plan_jobs(root, params)
-    workers = workers or _available_cpus()
-    records = _render_all(jobs, min(workers, len(jobs)))
-    _write_annotations(root, records, params)
-    summary.counts = _counts(records, fps)
-    summary.complete = True
-    summary.save()
+    with run_lock(root, "constcl data synth"):  # one writer per folder (runlock.py)
+        existing = WorldSummary.load(root)  # another process may have just finished it
+        if existing is not None and existing.complete and existing.params == params \
+                and not force:
+            existing.reused = True
+            return existing
+        _prepare(root)
+        classes = [name for name, _, _ in class_table()]
+        summary = WorldSummary(root, params, classes, list(ACTIONS), {}, complete=False)
+        summary.save()
+        jobs = plan_jobs(root, params)
+        workers = workers or _available_cpus()
+        records = _render_all(jobs, min(workers, len(jobs)))
+        _write_annotations(root, records, params)
+        summary.counts = _counts(records, fps)
+        summary.complete = True
+        summary.save()
     summary.seconds = time.perf_counter() - start
     log.info("synth: %d videos in %s (%.1f s)", num_videos, root, summary.seconds)
     return summary

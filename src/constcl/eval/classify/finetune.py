@@ -30,6 +30,7 @@ from constcl.data.decode import VideoError, decode_frames, probe
 from constcl.eval.classify.data import VideoSplits
 from constcl.eval.classify.scoring import video_accuracy
 from constcl.eval.feature_cache import encode_views
+from constcl.eval.finite import check_finite, check_finite_weights
 from constcl.eval.views import ViewSpec, clamped_clip_indices
 from constcl.models.r3d import R3D
 from constcl.schedule import warmup_cosine
@@ -139,20 +140,26 @@ def _train(model: FineTuneNet, data: RandomClipVideos, args: FineTuneConfig,
 
 
 def run_finetune(backbone: R3D, splits: VideoSplits, train_spec: ViewSpec,
-                 test_spec: ViewSpec, args: FineTuneConfig, device: torch.device
-                 ) -> dict[str, Any]:
+                 test_spec: ViewSpec, args: FineTuneConfig, device: torch.device,
+                 checkpoint: str = "?") -> dict[str, Any]:
     """Fine-tune ``backbone`` (in place) on the training split, then multi-view test; same
-    result keys as the probe."""
+    result keys as the probe. Non-finite weights after training or non-finite test scores
+    raise :class:`NonFiniteError` naming ``checkpoint``."""
     torch.manual_seed(args.seed)
     model = FineTuneNet(backbone, len(splits.classes)).to(device)
     train = RandomClipVideos([str(i.path) for i in splits.train],
                              [int(i.label) for i in splits.train], train_spec, args.seed)
     history = _train(model, train, args, device)
+    check_finite_weights(model, task="classify", checkpoint=checkpoint,
+                         what="the fine-tuned network's weights",
+                         hint=f"fine-tuning diverged: try a lower --lr than {args.lr}")
     model.eval()
     test_paths = [str(i.path) for i in splits.test]
     enc = encode_views(model, test_paths, test_spec, device, args.encode_batch_size,
                        args.workers, desc="testing")
     y_test = np.array([i.label for i in splits.test])
+    check_finite(enc["values"], task="classify", checkpoint=checkpoint,
+                 what="the fine-tuned network's test scores")
     acc, scores, y = video_accuracy(enc["values"], enc["video_index"], y_test)
     return {"metrics": {f"top{k}": v for k, v in acc.items()}, "scores": scores, "labels": y,
             "test_videos": np.unique(enc["video_index"]),

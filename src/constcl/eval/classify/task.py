@@ -42,6 +42,7 @@ from constcl.eval.encoder import (
     resolve_device,
 )
 from constcl.eval.feature_cache import EncodedViews, cached_arrays, encode_views
+from constcl.eval.finite import check_finite, check_finite_weights
 from constcl.eval.metrics.classification import aggregate_by_video, retrieval_hit_rate
 from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, confusion_matrix, plot_confusion, plot_training_curve
@@ -49,6 +50,7 @@ from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
 from constcl.eval.settings import ClipProbeSettings, as_paths, check_choice, check_positive
 from constcl.eval.views import ViewSpec
 from constcl.faults import kill_on_fault
+from constcl.runlock import run_lock
 
 __all__ = ["MODES", "Settings", "frozen_features", "run", "write_predictions"]
 
@@ -124,6 +126,8 @@ def frozen_features(args: Settings, splits: VideoSplits, which: str,
                             args.encode_batch_size, args.workers, desc=f"encoding {which}")
 
     arrays, hit = cached_arrays(args.feature_cache_dir, f"classify-{which}", key, compute)
+    check_finite(arrays["values"], task="classify", checkpoint=args.checkpoint,
+                 what=f"pooled res5 features of the {which} views")
     return EncodedViews(arrays), hit
 
 
@@ -165,7 +169,13 @@ def _run_linear(args: Settings, splits: VideoSplits, test_spec: ViewSpec,
     cfg = ProbeConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                       weight_decay=args.weight_decay, seed=args.seed)
     probe, history = fit_linear_probe(x_train, view_labels, len(splits.classes), cfg, evaluate)
-    acc, scores, y = video_accuracy(predict(probe, test["values"]), test["video_index"], y_test)
+    check_finite_weights(probe, task="classify", checkpoint=args.checkpoint,
+                         what="the linear probe's weights after training",
+                         hint=f"the probe diverged: try a lower --lr than {args.lr}")
+    logits = predict(probe, test["values"])
+    check_finite(logits, task="classify", checkpoint=args.checkpoint,
+                 what="the linear probe's test scores")
+    acc, scores, y = video_accuracy(logits, test["video_index"], y_test)
     return {"metrics": _accuracy_metrics(acc), "scores": scores, "labels": y,
             "test_videos": np.unique(test["video_index"]), "history": history,
             "cache_hit": {"train": hit_train, "test": hit_test},
@@ -216,7 +226,13 @@ def _plots(out: Path, mode: str, result: dict[str, Any], classes: list[str]) -> 
 
 def run(settings: Settings) -> dict[str, Any]:
     """Evaluate; write ``results.json``, ``predictions.csv`` (linear / finetune) and plots to
-    ``settings.out``; return the ``results.json`` content (``result["metrics"]``)."""
+    ``settings.out``; return the ``results.json`` content (``result["metrics"]``). A second
+    process on the same ``out`` is refused (``runlock``)."""
+    with run_lock(settings.out, "constcl eval classify"):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> dict[str, Any]:
     args = settings
     check_encoder_choice(args)
     out = prepare_out_dir(args.out)
@@ -236,7 +252,7 @@ def run(settings: Settings) -> dict[str, Any]:
                              weight_decay=args.weight_decay, seed=args.seed,
                              workers=args.workers, encode_batch_size=args.encode_batch_size)
         result = run_finetune(load_encoder(args), splits, train_spec, test_spec, cfg,
-                              resolve_device(args.device))
+                              resolve_device(args.device), str(args.checkpoint))
     # ---- write
     plots = _plots(out, args.mode, result, splits.classes)
     summary = {

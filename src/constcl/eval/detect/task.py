@@ -44,6 +44,7 @@ from constcl.eval.encoder import (
     resolve_device,
 )
 from constcl.eval.feature_cache import cached_arrays
+from constcl.eval.finite import check_finite, check_finite_weights
 from constcl.eval.metrics.ava_map import AVAMapResult, ava_frame_map
 from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, plot_training_curve
@@ -51,6 +52,7 @@ from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
 from constcl.eval.settings import ClipProbeSettings, as_paths, check_choice, check_positive
 from constcl.eval.views import centred_indices, to_model_input
 from constcl.models.r3d import R3D
+from constcl.runlock import run_lock
 
 __all__ = ["BOX_SOURCES", "KeyFrameClips", "Settings", "detection_rows", "encode_key_frames", "run"]
 
@@ -187,7 +189,10 @@ def _features(args: Settings, files: ava.AVAFiles, frames: ava.KeyFrames,
         return encode_key_frames(net, data, frames.boxes, device, args.encode_batch_size,
                                  args.workers, f"encoding {which}")
 
-    return cached_arrays(args.feature_cache_dir, f"detect-{which}", key, compute)
+    arrays, hit = cached_arrays(args.feature_cache_dir, f"detect-{which}", key, compute)
+    check_finite(arrays["features"][arrays["valid"]], task="detect", checkpoint=args.checkpoint,
+                 what=f"RoI features of the {which} boxes")
+    return arrays, hit
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -248,7 +253,13 @@ def _val_boxes(args: Settings, files: ava.AVAFiles, gt_val: ava.KeyFrames,
 
 def run(settings: Settings) -> dict[str, Any]:
     """Encode RoI features, train the classifier, write ``results.json``, ``predictions.csv``
-    and plots to ``settings.out``; return the ``results.json`` content."""
+    and plots to ``settings.out``; return the ``results.json`` content. A second process on
+    the same ``out`` is refused (``runlock``)."""
+    with run_lock(settings.out, "constcl eval detect"):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> dict[str, Any]:
     args = settings
     check_encoder_choice(args)
     out = prepare_out_dir(args.out)
@@ -285,7 +296,13 @@ def run(settings: Settings) -> dict[str, Any]:
     probe, history = fit_linear_probe(f_train["features"][keep], y_train[keep], len(class_ids),
                                       cfg, evaluate_map)
     # ---- evaluation and outputs
-    scores = 1 / (1 + np.exp(-predict(probe, f_val["features"])))
+    check_finite_weights(probe, task="detect", checkpoint=args.checkpoint,
+                         what="the RoI classifier's weights after training",
+                         hint=f"the classifier diverged: try a lower --lr than {args.lr}")
+    logits = predict(probe, f_val["features"])
+    check_finite(logits[f_val["valid"]], task="detect", checkpoint=args.checkpoint,
+                 what="the RoI classifier's validation scores")
+    scores = 1 / (1 + np.exp(-logits))
     dets = detection_rows(val_boxes, scores, f_val["valid"], class_ids)
     result = ava_frame_map(gt_val_rows, dets, class_ids, excluded)
     _write_predictions(out / "predictions.csv", dets)

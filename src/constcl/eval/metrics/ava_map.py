@@ -9,6 +9,11 @@ the right, sum of ``(r_i - r_{i-1}) * p_i`` where recall changes). Classes with 
 are left out of the mean; a class with ground truth but no detection has AP 0. Detections on key
 frames without any ground truth are false positives. See ``EVALUATION.md`` section 2.3.
 
+A detection whose score is NaN or inf is never right: it matches no box and ranks above every
+finite score as a false positive (the official evaluator's sort would put a NaN anywhere, and
+an all-NaN submission could score like a perfect one). ``eval detect`` refuses such scores
+before they get here; the rule only makes sure no caller can profit from them.
+
 Box convention: ``x1, y1, x2, y2`` with ``(0, 0)`` at the top left, normalised to ``[0, 1]``
 (pixels work too). IoU has **no** ``+1`` on widths and heights (TF object-detection
 ``np_box_ops.iou``), so it is scale-invariant per axis. Detections with ``x2 <= x1`` or
@@ -229,6 +234,8 @@ def ava_frame_map(
         det = _cap_per_key(det, max_detections_per_key)
     valid = (det.boxes[:, 0] < det.boxes[:, 2]) & (det.boxes[:, 1] < det.boxes[:, 3])
     det = _keep_rows(det, valid)
+    broken = ~np.isfinite(det.scores)  # never right: first in the ranking, matched to nothing
+    det = _Columns(det.keys, det.boxes, det.classes, np.where(broken, np.inf, det.scores))
 
     # Group rows by (key frame, class) with one integer id per group.
     key_index: dict[Key, int] = {}
@@ -248,6 +255,7 @@ def ava_frame_map(
 
     order = np.lexsort((-det.scores, det_group))  # by group, then descending score (stable)
     det_boxes, det_scores, det_group = det.boxes[order], det.scores[order], det_group[order]
+    broken = broken[order]
     tp = np.zeros(len(order), dtype=bool)
     starts = np.flatnonzero(np.r_[True, det_group[1:] != det_group[:-1]]) if len(order) else []
     bounds = np.r_[starts, len(order)].astype(np.int64)
@@ -255,7 +263,8 @@ def ava_frame_map(
         g = det_group[s]
         lo, hi = np.searchsorted(gt_sorted_groups, [g, g + 1])
         if hi > lo:
-            tp[s:e] = match_detections(det_boxes[s:e], gt.boxes[gt_order[lo:hi]], iou_threshold)
+            idx = s + np.flatnonzero(~broken[s:e])
+            tp[idx] = match_detections(det_boxes[idx], gt.boxes[gt_order[lo:hi]], iou_threshold)
 
     det_class = det_group % n_cls if n_cls else det_group
     num_gt = np.bincount(gt_group % n_cls, minlength=n_cls) if n_cls else np.zeros(0, int)

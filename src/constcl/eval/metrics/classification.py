@@ -2,6 +2,11 @@
 
 * Top-k accuracy is micro-averaged (fraction of samples), the number papers report; ties are
   broken by class index (a lower index ranks first, as a stable sort of the scores).
+* Non-finite numbers are never right: a sample whose true-class score is NaN or inf is wrong at
+  every k, and another class's NaN score ranks above the true class. In retrieval, a query
+  with a non-finite feature misses at every k, and a gallery item with one (or a NaN
+  similarity) ranks first and is never a hit. The tasks refuse such features and scores
+  before they get here (``eval.finite``); these rules only make sure no caller can profit.
 * Video-level scores: clip scores summed or averaged by video index (torchvision's video
   classification reference sums; the argmax is the same either way).
 * Retrieval (VCOP protocol, EVALUATION.md section 5): queries are test videos, the gallery is
@@ -30,7 +35,8 @@ def topk_accuracy(
 
     Returns:
         ``{k: accuracy}``. The rank of the true class is the number of classes with a higher
-        score plus the number of lower-indexed classes with an equal score.
+        (or NaN) score plus the number of lower-indexed classes with an equal score; a
+        non-finite true-class score ranks last (wrong at every k).
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -45,7 +51,9 @@ def topk_accuracy(
         raise ValueError(f"labels must lie in [0, {c})")
     true = scores[np.arange(n), labels][:, None]
     before = np.arange(c)[None, :] < labels[:, None]
-    rank = np.sum(scores > true, axis=1) + np.sum((scores == true) & before, axis=1)
+    rank = (np.sum(scores > true, axis=1) + np.sum((scores == true) & before, axis=1)
+            + np.sum(np.isnan(scores), axis=1))  # (a NaN true score is counted below)
+    rank = np.where(np.isfinite(true[:, 0]), rank, c)
     out = {}
     for k in ks:
         if not 1 <= k <= c:
@@ -137,7 +145,11 @@ def retrieval_hit_rate(
         raise ValueError(f"feature shapes {q.shape} and {g.shape} do not match")
     if q_lab.shape != (len(q),) or g_lab.shape != (len(g),):
         raise ValueError("one label per feature row expected")
-    sim = q @ g.T
+    with np.errstate(invalid="ignore", over="ignore"):
+        sim = q @ g.T
+    # never right: a non-finite similarity (from a NaN / inf feature) ranks first, as a miss
+    broken = ~np.isfinite(sim) | ~np.isfinite(q).all(axis=1)[:, None]
+    sim = np.where(broken, np.inf, sim)
     if leave_one_out:
         np.fill_diagonal(sim, -np.inf)
     n_gallery = len(g) - 1 if leave_one_out else len(g)
@@ -145,5 +157,6 @@ def retrieval_hit_rate(
         raise ValueError("need at least one query and one gallery item")
     k_max = min(max(ks), n_gallery)
     order = np.argsort(-sim, axis=1, kind="stable")[:, :k_max]
-    hits = np.cumsum(g_lab[order] == q_lab[:, None], axis=1) > 0
+    right = (g_lab[order] == q_lab[:, None]) & ~np.take_along_axis(broken, order, axis=1)
+    hits = np.cumsum(right, axis=1) > 0
     return {int(k): float(np.mean(hits[:, min(k, k_max) - 1])) for k in ks}

@@ -15,7 +15,8 @@ rows; the 1-based origin does not matter because both sides use it).
   (``boxes[0] = anno[0]``), so it always counts as a hit.
 * Overall curves are the mean of per-sequence curves (sequence-averaged, not frame-pooled).
 
-Invalid values: a NaN prediction fails both tests (as in got10k, where NaN compares False).
+Invalid values: a prediction row with NaN or inf anywhere fails both tests (as in got10k for
+NaN, where NaN compares False; an inf width could otherwise still give a finite centre or IoU).
 OTB-2015 has no absent-target frames; a ground-truth row with NaN or ``w <= 0`` or ``h <= 0`` is
 "absent". got10k has no rule for it and counts it as a failure (NaN) or with IoU 0 (zero size);
 that is the default here. ``exclude_absent=True`` instead drops those frames from both curves
@@ -39,29 +40,36 @@ _EPS = np.finfo(float).eps
 def center_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Euclidean distance between box centres ``xy + (wh - 1) / 2``: ``(N, 4), (N, 4) -> (N,)``.
 
-    NaN in either box gives ``inf`` (a miss at every threshold).
+    NaN or inf in either box gives ``inf`` (a miss at every threshold).
     """
     pred, gt = _as_boxes(pred), _as_boxes(gt)
-    c1 = pred[:, :2] + (pred[:, 2:] - 1.0) / 2.0
-    c2 = gt[:, :2] + (gt[:, 2:] - 1.0) / 2.0
-    err = np.sqrt(np.sum((c1 - c2) ** 2, axis=1))
-    return np.where(np.isnan(err), np.inf, err)
+    with np.errstate(invalid="ignore", over="ignore"):
+        c1 = pred[:, :2] + (pred[:, 2:] - 1.0) / 2.0
+        c2 = gt[:, :2] + (gt[:, 2:] - 1.0) / 2.0
+        err = np.sqrt(np.sum((c1 - c2) ** 2, axis=1))
+    return np.where(_finite_rows(pred, gt) & ~np.isnan(err), err, np.inf)
 
 
 def rect_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """IoU of ``(N, 4)`` ``x, y, w, h`` boxes, no ``+1``, ``eps`` in the union, clipped to [0, 1].
 
-    NaN in either box gives 0.
+    NaN or inf in either box gives 0.
     """
     pred, gt = _as_boxes(pred), _as_boxes(gt)
-    x1 = np.maximum(pred[:, 0], gt[:, 0])
-    y1 = np.maximum(pred[:, 1], gt[:, 1])
-    x2 = np.minimum(pred[:, 0] + pred[:, 2], gt[:, 0] + gt[:, 2])
-    y2 = np.minimum(pred[:, 1] + pred[:, 3], gt[:, 1] + gt[:, 3])
-    inter = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
-    union = pred[:, 2] * pred[:, 3] + gt[:, 2] * gt[:, 3] - inter
-    iou = np.clip(inter / (union + _EPS), 0.0, 1.0)
-    return np.where(np.isnan(iou), 0.0, iou)
+    with np.errstate(invalid="ignore", over="ignore"):
+        x1 = np.maximum(pred[:, 0], gt[:, 0])
+        y1 = np.maximum(pred[:, 1], gt[:, 1])
+        x2 = np.minimum(pred[:, 0] + pred[:, 2], gt[:, 0] + gt[:, 2])
+        y2 = np.minimum(pred[:, 1] + pred[:, 3], gt[:, 1] + gt[:, 3])
+        inter = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
+        union = pred[:, 2] * pred[:, 3] + gt[:, 2] * gt[:, 3] - inter
+        iou = np.clip(inter / (union + _EPS), 0.0, 1.0)
+    return np.where(_finite_rows(pred, gt) & ~np.isnan(iou), iou, 0.0)
+
+
+def _finite_rows(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``(N,)`` True where both boxes are finite."""
+    return np.isfinite(pred).all(axis=1) & np.isfinite(gt).all(axis=1)
 
 
 def _as_boxes(boxes: np.ndarray) -> np.ndarray:

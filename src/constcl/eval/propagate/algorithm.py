@@ -13,6 +13,10 @@ A port of ``ajabri/videowalk`` ``code/test.py`` + ``utils/test_utils.py`` (``con
   ``-1e10`` (CRW ``MaskedAttention``: kept when ``distance < radius``).
 * Per query cell the ``topk`` largest affinities are softmaxed and their keys' labels summed
   with those weights; the result is frame ``t``'s soft label, fed back into later queues.
+* A NaN or inf affinity (from a non-finite feature) is never right: that key gets weight 0,
+  and a query cell with no finite affinity gets no label at all (all-zero soft labels, so it
+  is predicted background and counts for no object). ``eval propagate`` refuses non-finite
+  features before they get here.
 
 Defaults (``PropagationConfig``) follow CRW's DAVIS command line: temperature 0.05, top-k 10,
 20 context frames, radius 12 cells (VFS: temperature 0.07, radius 24 at the same stride).
@@ -94,8 +98,9 @@ def propagate_frame(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tenso
             far = ~radius_mask(positions[sl], positions, cfg.radius)  # (q, N)
             aff[:, num_first:] += far[:, None].to(aff.dtype) * MASKED
         aff = aff.reshape(-1, m * n) / cfg.temperature
+        aff = aff.masked_fill(~torch.isfinite(aff), -torch.inf)  # never right: weight 0
         weights, idx = torch.topk(aff, min(cfg.topk, m * n), dim=1)
-        weights = F.softmax(weights, dim=1)
+        weights = F.softmax(weights, dim=1).nan_to_num(nan=0.0)  # (a row of -inf: no label)
         out[:, sl] = (flat_labels[:, idx] * weights[None]).sum(dim=-1)
     return out
 

@@ -44,6 +44,7 @@ from constcl.eval.encoder import (
     resolve_device,
 )
 from constcl.eval.feature_cache import cached_arrays
+from constcl.eval.finite import check_finite
 from constcl.eval.frame_encoder import (
     FrameEncoder,
     cpu_threads,
@@ -55,6 +56,7 @@ from constcl.eval.propagate.algorithm import PropagationConfig, propagate_labels
 from constcl.eval.propagate.data import DavisSequence, load_sequences, read_annotations, read_frames
 from constcl.eval.propagate.overlay import evenly_spaced, save_overlay_grid
 from constcl.eval.settings import FrameEncoderSettings, as_paths, check_positive
+from constcl.runlock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,9 @@ def sequence_features(seq: DavisSequence, args: Settings, get_encoder,
                                           args.batch_size)}
 
     arrays, _ = cached_arrays(args.feature_cache_dir, f"davis-{seq.name}", spec, compute)
+    check_finite(arrays["features"], task="propagate", checkpoint=args.checkpoint,
+                 what=f"{args.stage} feature maps of sequence {seq.name} (cached as float16, "
+                      "whose largest value is 65504)")
     return arrays["features"]
 
 
@@ -162,7 +167,13 @@ def propagate_sequence(seq: DavisSequence, feats: np.ndarray, cfg: PropagationCo
 
 def run(settings: Settings) -> dict[str, Any]:
     """Encode (or load cached) features, propagate, evaluate J&F; write ``results.json``, masks
-    and overlays to ``settings.out``; return the ``results.json`` content."""
+    and overlays to ``settings.out``; return the ``results.json`` content. A second process on
+    the same ``out`` is refused (``runlock``)."""
+    with run_lock(settings.out, "constcl eval propagate"):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> dict[str, Any]:
     args = settings
     check_encoder_choice(args)
     start = time.time()

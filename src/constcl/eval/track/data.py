@@ -16,11 +16,14 @@ Layout: ``root/<Seq>/img/*.jpg`` and ``root/<Seq>/groundtruth_rect*.txt`` with o
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from constcl.errors import DataFileError
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +49,29 @@ class OTBSequence:
 def read_boxes(path: str | Path) -> np.ndarray:
     """``groundtruth_rect*.txt`` -> ``(T, 4)`` float boxes; commas, tabs and spaces all split.
 
-    Raises ValueError for a row that does not hold exactly four numbers.
+    Raises :class:`DataFileError` (a ValueError) naming the file and line for a row that does
+    not hold exactly four finite numbers (OTB-2015 has no absent-target rows; a NaN row would
+    only be found after the whole sequence was tracked), and for a first box without area (the
+    tracker starts from it).
     """
     rows = []
     for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
         fields = re.split(r"[,\s]+", line.strip())
         if fields == [""]:
             continue
-        if len(fields) != 4:
-            raise ValueError(f"{path}:{lineno}: expected 4 numbers x,y,w,h; got {line!r}")
-        rows.append([float(v) for v in fields])
+        try:
+            if len(fields) != 4:
+                raise ValueError
+            row = [float(v) for v in fields]
+        except ValueError:
+            raise DataFileError(path, f"expected 4 numbers x,y,w,h; got {line!r}",
+                                lineno) from None
+        if not all(math.isfinite(v) for v in row):
+            raise DataFileError(path, f"x,y,w,h must be finite numbers; got {line!r}", lineno)
+        if not rows and (row[2] <= 0 or row[3] <= 0):
+            raise DataFileError(path, f"the first box starts the tracker and needs w, h > 0; "
+                                      f"got {line!r}", lineno)
+        rows.append(row)
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
 

@@ -205,8 +205,13 @@ class SiamFCTracker:
         return resp * penalty
 
     def update(self, image: np.ndarray) -> np.ndarray:
-        """Track into ``image``; returns the OTB box ``(4,)`` ``x, y, w, h`` (1-based)."""
+        """Track into ``image``; returns the OTB box ``(4,)`` ``x, y, w, h`` (1-based).
+
+        A response map with NaN or inf gives no position: the box is NaN (a failure in every
+        metric) and the state stays where it was."""
         responses = self._responses(image).numpy().astype(np.float64)
+        if not np.isfinite(responses).all():
+            return np.full(4, np.nan)
         scale_id = int(np.argmax(responses.reshape(len(responses), -1).max(axis=1)))
         response = responses[scale_id]
         response = response - response.min()

@@ -32,12 +32,14 @@ import torch
 from tqdm import tqdm
 
 from constcl.eval.encoder import check_encoder_choice, load_encoder, resolve_device
+from constcl.eval.finite import finite_features
 from constcl.eval.frame_encoder import FrameEncoder, cpu_threads
 from constcl.eval.metrics.tracking import OPEResult, evaluate_ope, plot_ope_curves
 from constcl.eval.outputs import prepare_out_dir, safe_name, write_json
 from constcl.eval.settings import FrameEncoderSettings, as_paths, check_choice, check_positive
 from constcl.eval.track.data import OTBSequence, load_sequences
 from constcl.eval.track.siamfc import FEATURE_NORMS, SiamFCConfig, SiamFCTracker
+from constcl.runlock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,13 @@ def _scores(res: OPEResult) -> dict[str, float]:
 
 def run(settings: Settings) -> dict[str, Any]:
     """Load the encoder, track every OTB target, evaluate OPE; write ``results.json``,
-    ``boxes/`` and plots to ``settings.out``; return the ``results.json`` content."""
+    ``boxes/`` and plots to ``settings.out``; return the ``results.json`` content. A second
+    process on the same ``out`` is refused (``runlock``)."""
+    with run_lock(settings.out, "constcl eval track"):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> dict[str, Any]:
     args = settings
     check_encoder_choice(args)
     start = time.time()
@@ -110,8 +118,11 @@ def run(settings: Settings) -> dict[str, Any]:
     log.info("SiamFC on %s features (stride %d), %d targets", args.stage, encoder.stride,
              len(sequences))
 
+    features = finite_features(encoder, task="track", checkpoint=args.checkpoint,
+                               what=f"{args.stage} feature maps of the exemplar / search crops")
+
     def factory() -> SiamFCTracker:
-        return SiamFCTracker(encoder, encoder.stride, cfg, args.feature_norm,
+        return SiamFCTracker(features, encoder.stride, cfg, args.feature_norm,
                              args.center_kernel, device)
 
     with torch.inference_mode(), cpu_threads(args.threads):
