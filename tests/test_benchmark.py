@@ -83,11 +83,14 @@ def _fake_bench(monkeypatch, calls):
     from constcl import benchmark
 
     monkeypatch.setattr(benchmark, "generate_world", lambda *a, **k: None)
+    monkeypatch.setattr(benchmark, "generate_local_sets", lambda *a, **k: None)
     monkeypatch.setattr(benchmark, "pretrain_variant",
-                        lambda variant, seed, *a: calls.append(("pretrain", variant, seed))
+                        lambda variant, seed, world, out, b, name=None:
+                        calls.append(("pretrain", variant, seed) + ((b.steps,) if name and "-n"
+                                                                    in name else ()))
                         or f"ckpt-{variant}-{seed}")
-    def evaluate(name, ckpt, branch, seed, world, out, b, tasks=benchmark.TASKS):
-        calls.append(("eval", name, branch, seed))
+    def evaluate(name, ckpt, branch, seed, world, out, b, tasks=benchmark.TASKS, tag=""):
+        calls.append(("eval", name, branch, seed) + ((tag,) if tag else ()))
         evaluated.append(tasks)
         titles = [title for task in tasks for title, _ in benchmark.HEADLINES[task]]
         # the OTB columns read the OTB sequence count too, so a re-evaluation shows
@@ -218,3 +221,56 @@ def test_evaluate_deletes_the_davis_feature_cache_and_keeps_the_classification_o
     assert (folder / "classify" / "cache" / "features.npz").exists()
     assert not (folder / "propagate" / "cache").exists()
     assert (folder / "propagate").is_dir()
+
+
+def test_budget_scaling_runs_each_budget_and_writes_its_section(monkeypatch, tmp_path):
+    calls = _Calls()
+    benchmark = _fake_bench(monkeypatch, calls)
+    # the local mechanism's statistics come from the runs' metrics.jsonl: the mean of the last
+    # MECHANISM_TAIL (5) logged rows; here 0.9 at 10 steps and 0.5 at 20 steps for seed 0
+    for name, entropy in (("constcl-s0", 0.9), ("constcl-s0-n20", 0.5)):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        rows = [{"step": i, "attn_entropy": 1.0 if i < 3 else entropy,
+                 "region_match_accuracy": 0.25, "region_match_chance": 0.125}
+                for i in range(8)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    b = Budget(steps=10, seeds=(0, 1), variants=("cvrl", "constcl", "supervised"),
+               scaling_steps=(20,))
+    out = benchmark.run_bench(b, tmp_path)
+    assert ("pretrain", "constcl", 1, 20) in calls and ("pretrain", "cvrl", 0, 20) in calls
+    assert not any(c[:2] == ("pretrain", "supervised") and len(c) == 4 for c in calls)
+    assert ("eval", "constcl", "local", 0, "-n20") in calls
+    assert len([r for r in out if r["steps"] == 20]) == 2 * 3  # cvrl + constcl's 2 branches
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Budget scaling" in text and "scaling/scaling.png" in text
+    assert (tmp_path / "scaling" / "scaling.png").is_file()
+    row = next(x for x in text.splitlines() if x.startswith("| 20 | constcl | local | 2 |"))
+    assert "0.5000" in row and "25.0 (12.5)" in row  # seed 1 has no metrics: seed 0 only
+    assert "| 20 | constcl local - cvrl |" in text
+    calls.clear()
+    benchmark.run_bench(b, tmp_path)  # everything recorded: nothing runs again
+    assert calls == []
+
+
+def test_supervised_reference_trains_on_the_train_split_only(tmp_path):
+    from constcl import benchmark
+
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / "videos.csv").write_text(
+        "video_id,path,label,class_name,split,num_objects\n"
+        "a,videos/B/a.mp4,1,B,train,2\nb,videos/A/b.mp4,0,A,val,2\n"
+        "c,videos/A/c.mp4,0,A,train,3\n")
+    path = benchmark.train_split_source(world, tmp_path)
+    assert path.read_text() == (f"path,label\n{world}/videos/B/a.mp4,B\n"
+                                f"{world}/videos/A/c.mp4,A\n")
+
+
+def test_budget_check_names_the_field():
+    with pytest.raises(ValueError, match="local_sets"):
+        Budget(local_sets="v9").check()
+    with pytest.raises(ValueError, match="scaling steps"):
+        Budget(steps=600, scaling_steps=(600,)).check()
+    with pytest.raises(ValueError, match="unknown variant"):
+        Budget(scaling_variants=("moco",)).check()

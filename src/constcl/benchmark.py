@@ -34,12 +34,14 @@ from pathlib import Path
 import torch
 
 from constcl.config import load_config
+from constcl.data.sources import read_csv_rows
 from constcl.data.synth import generate_world
+from constcl.data.synth.local_sets import generate_local_sets
 from constcl.engine.presets import preset_path
 from constcl.engine.pretrain import pretrain
 from constcl.eval import classify, detect, propagate, track
 from constcl.eval.settings import EncoderSettings
-from constcl.models.constcl import VARIANTS
+from constcl.models.constcl import REGION_VARIANTS, VARIANTS
 from constcl.report import ReportInputs, write_report
 from constcl.runlock import run_lock
 
@@ -58,7 +60,14 @@ COLUMNS = [title for task in TASKS for title, _ in HEADLINES[task]]
 # the Budget fields a task's numbers depend on beyond the pretrained encoder: a rerun into the
 # same --out that changes only these re-evaluates only those tasks and reuses the pretraining
 TASK_FIELDS = {"classify": ("probe_weight_decay",), "knn": (), "detect": ("probe_weight_decay",),
-               "track": ("otb_sequences", "otb_subset"), "propagate": ("davis_sequences",)}
+               "track": ("otb_sequences", "otb_subset", "local_sets"),
+               "propagate": ("davis_sequences", "local_sets")}
+LOCAL_SETS = ("v2", "v3")  # docs/synthetic_world.md: the world's own sets / the look-alike sets
+# the statistics of the local mechanism read from a run's metrics.jsonl (the mean over its
+# last MECHANISM_TAIL logged steps): models.constcl / losses.region_info_nce
+MECHANISM = ("attn_entropy", "region_match_accuracy", "region_match_chance",
+             "region_contrast_accuracy")
+MECHANISM_TAIL = 5
 # how eval track picks its OTB targets (recorded so that numbers from the older first-N pick,
 # which covered one or two of the world's 12 classes, are evaluated again rather than reused)
 OTB_SUBSET = "spread"
@@ -82,7 +91,8 @@ class Budget:
     batch: int = 16
     seeds: tuple[int, ...] = (0, 1, 2)
     world_seed: int = 0
-    variants: tuple[str, ...] = ("cvrl", "constcl")  # VARIANTS adds the region ablation
+    # VARIANTS adds the region ablation; supervised is the reference every table carries
+    variants: tuple[str, ...] = ("cvrl", "constcl", "supervised")
     color_strength: float | None = None  # None: the demo preset's
     probe_weight_decay: float = 1e-3
     # one sequence moves a seed's OTB / DAVIS number by at most ~1.6 points (24 / 18 did by
@@ -90,15 +100,71 @@ class Budget:
     otb_sequences: int = 64
     davis_sequences: int = 64
     extra: list[str] = field(default_factory=list)  # pretraining overrides
+    # which OTB / DAVIS sets the tracking columns use (docs/synthetic_world.md)
+    local_sets: str = "v3"
+    # budget scaling (--steps 600,2400,6000): more pretraining budgets beyond ``steps``, run for
+    # ``scaling_variants`` and evaluated on every task like the base budget
+    scaling_steps: tuple[int, ...] = ()
+    scaling_variants: tuple[str, ...] = ("cvrl", "constcl")
+
+    def check(self) -> None:
+        """Raise ValueError naming a field with a value the bench cannot run."""
+        if self.local_sets not in LOCAL_SETS:
+            raise ValueError(f"local_sets must be one of {list(LOCAL_SETS)}; got "
+                             f"{self.local_sets!r}")
+        for name in ("steps", "videos", "batch", "otb_sequences", "davis_sequences"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if any(n < 1 or n == self.steps for n in self.scaling_steps):
+            raise ValueError(f"scaling steps must be positive and differ from the base "
+                             f"budget {self.steps}; got {list(self.scaling_steps)}")
+        for variant in (*self.variants, *self.scaling_variants):
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}; allowed: {list(VARIANTS)}")
 
 
-def pretrain_variant(variant: str, seed: int, world: Path, out: Path, b: Budget) -> Path:
-    """Pretrain one variant with the demo preset and the bench budget; returns the backbone."""
+def branches_of(variant: str) -> tuple[str, ...]:
+    """The res5 branches an encoder of ``variant`` has: global, and local where it has one."""
+    return ("global", "local") if variant in REGION_VARIANTS else ("global",)
+
+
+def local_sets_dir(out: Path, b: Budget) -> Path:
+    """Folder of the bench's v3 local sets (generated beside the world)."""
+    n = max(b.otb_sequences, b.davis_sequences)
+    return out / f"local_v3-n{n}-s{b.world_seed}"
+
+
+def train_split_source(world: Path, out: Path) -> Path:
+    """A ``path,label`` CSV of the world's training split (the class name as label: sorted, as
+    the world's labels are) for the supervised reference, which must not see test labels."""
+    _, rows = read_csv_rows(world / "videos.csv")
+    text = "path,label\n" + "".join(f"{world / r['path']},{r['class_name']}\n"
+                                    for _, r in rows if r.get("split") == "train")
+    path = out / "supervised_train.csv"
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
+def run_name(variant: str, seed: int, steps: int, base_steps: int) -> str:
+    """Pretraining run folder of (variant, seed, steps): ``cvrl-s0`` at the bench's base budget
+    (as before budget scaling), ``cvrl-s0-n2400`` at another budget of ``--steps``."""
+    return f"{variant}-s{seed}" + ("" if steps == base_steps else f"-n{steps}")
+
+
+def pretrain_variant(variant: str, seed: int, world: Path, out: Path, b: Budget,
+                     name: str | None = None) -> Path:
+    """Pretrain one variant with the demo preset and the bench budget (run folder ``out/name``,
+    ``variant-s<seed>`` by default); returns the backbone."""
+    source = train_split_source(world, out.parent) if variant == "supervised" \
+        else world / "videos"
     overrides = [
-        f"data.source={world / 'videos'}", f"model.variant={variant}",
+        f"data.source={source}", f"model.variant={variant}",
         f"model.backbone={b.backbone}", f"data.clip_frames={b.frames}", f"data.size={b.size}",
         f"train.steps={b.steps}", f"train.batch_size={b.batch}", f"train.seed={seed}",
-        f"train.out_dir={out}", f"train.run_name={variant}-s{seed}",
+        f"train.out_dir={out}", f"train.run_name={name or f'{variant}-s{seed}'}",
         "train.time_limit_minutes=0", "train.progress=plain"]
     if b.color_strength is not None:
         overrides.append(f"data.color_strength={b.color_strength}")
@@ -132,11 +198,12 @@ def task_settings(task: str, encoder: dict, world: Path, b: Budget,
     # res5 (dilated to stride 8), so that the global and local res5 copies can differ; the
     # trackers' default res4 is shared by both branches
     # no DataLoader workers here: the frame-by-frame trackers get every core
+    local = world if b.local_sets == "v2" else local_sets_dir(world.parent, b)
     if task == "track":
-        return track.Settings(**common, data=world / "otb", sequences=b.otb_sequences,
+        return track.Settings(**common, data=local / "otb", sequences=b.otb_sequences,
                               stage="res5", threads=os.cpu_count() or 1)
     if task == "propagate":
-        return propagate.Settings(**common, data=world / "davis", sequences=b.davis_sequences,
+        return propagate.Settings(**common, data=local / "davis", sequences=b.davis_sequences,
                                   stage="res5", threads=os.cpu_count() or 1)
     raise ValueError(f"task must be one of {list(TASKS)}; got {task!r}")
 
@@ -146,14 +213,16 @@ RUNNERS = {"classify": classify.run, "knn": classify.run, "detect": detect.run,
 
 
 def evaluate(name: str, checkpoint: str, branch: str, seed: int, world: Path, out: Path,
-             b: Budget, tasks: tuple[str, ...] = TASKS) -> dict[str, float | None]:
+             b: Budget, tasks: tuple[str, ...] = TASKS, tag: str = ""
+             ) -> dict[str, float | None]:
     """``tasks`` (all by default) for one encoder and branch; returns {column title: value in
-    [0, 1] or None} for their columns."""
+    [0, 1] or None} for their columns. ``tag`` tells budgets apart in the eval folder names
+    (``-n2400``)."""
     values: dict[str, float | None] = {}
     encoder = {"checkpoint": checkpoint, "backbone": b.backbone, "branch": branch, "seed": seed,
                "input_norm": input_norm(b) if checkpoint == "random" else None}
     for task in tasks:
-        folder = out / "eval" / f"{name}-{branch}-s{seed}" / task
+        folder = out / "eval" / f"{name}{tag}-{branch}-s{seed}" / task
         settings = task_settings(task, encoder, world, b, folder)
         metrics = RUNNERS[task](settings)["metrics"]
         if task in DISCARD_CACHE:  # keyed by this checkpoint: no later evaluation reads it
@@ -323,21 +392,144 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
         tasks={task: [title for title, _ in HEADLINES[task]] for task in TASKS}))
 
 
+LOCAL_COLUMNS = ("AVA-style mAP", "OTB precision@20", "OTB success AUC", "DAVIS J&F")
+
+
+def _by_steps(rows: list[dict], variants: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """(steps, encoder, branch) -> its per-seed records, for the encoders of ``variants``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["encoder"] in variants:
+            groups.setdefault((r["steps"], r["encoder"], r["branch"]), []).append(r)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], variants.index(kv[0][1]),
+                                                        kv[0][2] != "global")))
+
+
+def _mean_sd(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    if not values:
+        return "n/a"
+    text = f"{scale * statistics.fmean(values):.{digits}f}"
+    return text + (f" ± {scale * statistics.stdev(values):.{digits}f}" if len(values) > 1
+                   else "")
+
+
+def scaling_section(out: Path, base: list[dict], scaling: list[dict], b: Budget) -> str:
+    """RESULTS.md's budget-scaling section: every (steps, encoder, branch) of
+    ``scaling_variants`` with its local-task numbers and the local mechanism's statistics at the
+    end of pretraining, the paired ConST-CL minus CVRL differences per budget, and a chart per
+    local task and for the attention against steps (``out/scaling/*.png``)."""
+    groups = _by_steps(base + scaling, b.scaling_variants)
+    columns = ["linear top-1", *LOCAL_COLUMNS]
+    lines = ["## Budget scaling", "",
+             f"The same bench at {', '.join(str(n) for n in sorted({b.steps, *b.scaling_steps}))}"
+             f" pretraining steps (each budget a full run with its own warm-up and cosine "
+             f"schedule), seeds {','.join(str(x) for x in b.seeds)}; mean ± standard deviation "
+             f"over seeds. Attention entropy is the decoder's, relative to log N (1.0 = "
+             f"uniform: the context is the other view's mean); match accuracy is how often a "
+             f"translated box is closest to its partner among its own video's boxes (chance in "
+             f"brackets); both are the mean over the last {MECHANISM_TAIL} logged steps of "
+             f"pretraining.", "",
+             "| steps | encoder | branch | seeds | " + " | ".join(columns)
+             + " | attention entropy | match accuracy (chance) |",
+             "|---|---|---|---|" + "---|" * (len(columns) + 2)]
+    for (steps, encoder, branch), items in groups.items():
+        cells = [_mean_sd([r["values"][c] for r in items if r["values"].get(c) is not None])
+                 for c in columns]
+        mech = [r.get("mechanism") or {} for r in items]
+        ent = [m["attn_entropy"] for m in mech if "attn_entropy" in m]
+        acc = [m["region_match_accuracy"] for m in mech if "region_match_accuracy" in m]
+        chance = [m["region_match_chance"] for m in mech if "region_match_chance" in m]
+        match = "n/a" if not acc else (f"{_mean_sd(acc)} ({100 * statistics.fmean(chance):.1f})"
+                                       if chance else _mean_sd(acc))
+        attention = _mean_sd(ent, scale=1.0, digits=4) if ent else "n/a"
+        lines.append(f"| {steps} | {encoder} | {branch} | {len(items)} | " + " | ".join(cells)
+                     + f" | {attention if branch == 'local' else ''} | "
+                     + f"{match if branch == 'local' else ''} |")
+    lines += ["", "Paired by seed at each budget (ConST-CL branch minus CVRL, the same seed and "
+              "budget): mean ± standard error in points (seeds ahead / seeds).", "",
+              "| steps | row | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for steps in sorted({b.steps, *b.scaling_steps}):
+        base_rows = {r["seed"]: r["values"] for r in groups.get((steps, "cvrl", "global"), [])}
+        for encoder, branch in (("constcl", "local"), ("constcl", "global")):
+            rows = {r["seed"]: r["values"] for r in groups.get((steps, encoder, branch), [])}
+            seeds = sorted(set(rows) & set(base_rows))
+            if not seeds:
+                continue
+            cells = []
+            for c in columns:
+                d = [rows[x][c] - base_rows[x][c] for x in seeds
+                     if rows[x].get(c) is not None and base_rows[x].get(c) is not None]
+                if not d:
+                    cells.append("n/a")
+                    continue
+                se = f" ± {100 * statistics.stdev(d) / len(d) ** 0.5:.1f}" if len(d) > 1 else ""
+                cells.append(f"{100 * statistics.fmean(d):+.1f}{se} "
+                             f"({sum(x > 0 for x in d)}/{len(d)})")
+            lines.append(f"| {steps} | {encoder} {branch} - cvrl | " + " | ".join(cells) + " |")
+    for png in scaling_figures(out / "scaling", groups, columns):
+        lines += ["", f"![{png.stem}]({png.relative_to(out).as_posix()})"]
+    return "\n".join(lines)
+
+
+def scaling_figures(folder: Path, groups: dict[tuple, list[dict]], columns: list[str]
+                    ) -> list[Path]:
+    """One chart per task column and one for the attention entropy and match accuracy, each
+    against pretraining steps (log axis); a line per (encoder, branch), seed means with their
+    standard deviation as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from constcl.report.charts import encoder_colour, save_figure
+
+    series: dict[tuple[str, str], dict[int, list[dict]]] = {}
+    for (steps, encoder, branch), items in groups.items():
+        series.setdefault((encoder, branch), {})[steps] = items
+    panels = [(c, lambda r, c=c: r["values"].get(c)) for c in columns]
+    panels += [(k, lambda r, k=k: (r.get("mechanism") or {}).get(k))
+               for k in ("attn_entropy", "region_match_accuracy")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    for ax, (title, get) in zip(axes[0], panels, strict=True):
+        for (encoder, branch), by_steps in series.items():
+            xs, ys, es = [], [], []
+            for steps, items in sorted(by_steps.items()):
+                vals = [v for v in map(get, items) if v is not None]
+                if vals:
+                    xs.append(steps)
+                    ys.append(statistics.fmean(vals))
+                    es.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3,
+                            color=encoder_colour(encoder),
+                            linestyle="-" if branch == "global" else "--",
+                            label=f"{encoder} {branch}")
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("pretraining steps", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    return [save_figure(fig, folder / "scaling.png")]
+
+
 def run_budget(b: Budget) -> dict:
     """The fields of ``b`` that decide one (encoder, branch, seed) evaluation's numbers: all but
     the lists of seeds and variants, with the colour strength resolved (the pretraining fields
     and ``EVAL_FIELDS``)."""
     fields = asdict(b)
-    del fields["seeds"], fields["variants"]
+    del fields["seeds"], fields["variants"], fields["scaling_steps"], fields["scaling_variants"]
+    fields["base_steps"] = b.steps  # "steps" is each record's own budget (scaling records)
     if fields["color_strength"] is None:
         fields["color_strength"] = demo_color_strength()
     fields["otb_subset"] = OTB_SUBSET
     return fields
 
 
-def read_finished(done: Path, want: dict) -> dict[tuple[str, str, int], dict]:
-    """The evaluations recorded in ``done`` (``runs.jsonl``), keyed by (encoder, branch, seed);
-    the last record of a key wins.
+def read_finished(done: Path, want: dict) -> dict[tuple[str, str, int, int], dict]:
+    """The evaluations recorded in ``done`` (``runs.jsonl``), keyed by (encoder, branch, seed,
+    pretraining steps); the last record of a key wins.
 
     Every record carries the budget it was made with (``run_budget``); a record whose
     pretraining budget differs from ``want`` is an error rather than a silent mix of two
@@ -354,14 +546,36 @@ def read_finished(done: Path, want: dict) -> dict[tuple[str, str, int], dict]:
         if have is None:
             raise ValueError(f"{done} line {number} records no budget (written by an older "
                              f"constcl); use a new --out folder")
-        differ = sorted(k for k in want if have.get(k) != want[k] and k not in EVAL_FIELDS)
+        have.setdefault("base_steps", have.get("steps"))  # before budget scaling
+        differ = sorted(k for k in want if have.get(k) != want[k]
+                        and k not in EVAL_FIELDS and k != "steps")
         if differ:
             raise ValueError(
                 f"{done} line {number} was evaluated with another budget ("
                 + ", ".join(f"{k} {have.get(k)!r} there, {want[k]!r} now" for k in differ)
                 + "); use a new --out folder, or the same budget to continue that bench")
-        finished[(r["encoder"], r["branch"], r["seed"])] = r
+        finished[(r["encoder"], r["branch"], r["seed"], int(have["steps"]))] = r
     return finished
+
+
+def mechanism(run_dir: Path) -> dict[str, float]:
+    """The local mechanism's statistics at the end of a pretraining run: each ``MECHANISM``
+    key's mean over the last ``MECHANISM_TAIL`` logged steps of its ``metrics.jsonl`` (keys
+    the run did not log are left out)."""
+    rows = []
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut by a kill
+                continue
+    out = {}
+    for key in MECHANISM:
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        if values:
+            out[key] = statistics.fmean(values[-MECHANISM_TAIL:])
+    return out
 
 
 def stale_tasks(record: dict | None, want: dict) -> tuple[str, ...]:
@@ -392,6 +606,7 @@ def run_bench(b: Budget, out: str | Path, command: str = "constcl bench") -> lis
 
 def _run_bench(b: Budget, out: str | Path, command: str) -> list[dict]:
     """:func:`run_bench` while holding the folder's lock."""
+    b.check()
     began = time.time()
     # evaluations decode with 2 DataLoader workers; more compute threads than free cores makes
     # PyTorch's CPU kernels many times slower
@@ -399,21 +614,28 @@ def _run_bench(b: Budget, out: str | Path, command: str) -> list[dict]:
     out = Path(out).resolve()
     world = out / f"world-n{b.videos}-s{b.world_seed}"
     generate_world(world, num_videos=b.videos, seed=b.world_seed, size=128, tracks="val")
+    if b.local_sets == "v3":
+        generate_local_sets(local_sets_dir(out, b), max(b.otb_sequences, b.davis_sequences),
+                            seed=b.world_seed, size=128, frames=64)
     runs: list[dict] = []
+    scaling: list[dict] = []
     done = out / "runs.jsonl"  # finished evaluations, so a rerun continues where it stopped
     budget = run_budget(b)
     finished = read_finished(done, budget)
 
     reused = set(finished)
 
-    def evaluate_all(name: str, checkpoint: str, branches: tuple[str, ...], seed: int) -> None:
+    def evaluate_all(name: str, checkpoint: str, branches: tuple[str, ...], seed: int,
+                     steps: int, into: list[dict], stats: dict | None = None) -> None:
+        want = {**budget, "steps": steps}
+        tag = "" if steps == b.steps else f"-n{steps}"
         for branch in branches:
-            key = (name, branch, seed)
+            key = (name, branch, seed, steps)
             old = finished.get(key)
-            todo = stale_tasks(old, budget)
+            todo = stale_tasks(old, want)
             if todo:
                 values = evaluate(name.replace(" ", "_"), checkpoint, branch, seed, world, out,
-                                  b, todo)
+                                  b, todo, tag)
                 now = time.strftime("%Y-%m-%d %H:%M")
                 times = {task: now for task in TASKS}
                 if old is not None:  # keep when the reused tasks were evaluated
@@ -421,26 +643,43 @@ def _run_bench(b: Budget, out: str | Path, command: str) -> list[dict]:
                     times.update({task: before.get(task, old.get("evaluated"))
                                   for task in TASKS if task not in todo})
                 finished[key] = {"encoder": name, "branch": branch, "seed": seed,
+                                 "steps": steps,
                                  "values": {**(old or {}).get("values", {}), **values},
-                                 "budget": budget, "evaluated": now, "task_times": times}
+                                 "budget": want, "evaluated": now, "task_times": times}
+                if stats or (old or {}).get("mechanism"):
+                    finished[key]["mechanism"] = stats or old["mechanism"]
                 with done.open("a") as f:
                     f.write(json.dumps(finished[key]) + "\n")
-            runs.append({**finished[key], "reused": key in reused and not todo,
+            into.append({**finished[key], "steps": steps,
+                         "reused": key in reused and not todo,
                          "reevaluated": list(todo) if old is not None else []})
-            log.info("%s / %s / seed %d: %s", name, branch, seed, finished[key]["values"])
+            log.info("%s / %s / seed %d / %d steps: %s", name, branch, seed, steps,
+                     finished[key]["values"])
+
+    def pretrained(variant: str, seed: int, steps: int, into: list[dict]) -> None:
+        want = {**budget, "steps": steps}
+        name = run_name(variant, seed, steps, b.steps)
+        if not any(stale_tasks(finished.get((variant, br, seed, steps)), want)
+                   for br in branches_of(variant)):
+            ckpt = "unused"
+        else:
+            at_steps = Budget(**{**asdict(b), "steps": steps})
+            ckpt = str(pretrain_variant(variant, seed, world, out / "runs", at_steps, name))
+        evaluate_all(variant, ckpt, branches_of(variant), seed, steps, into,
+                     mechanism(out / "runs" / name))
 
     for seed in b.seeds:
-        evaluate_all(RANDOM, "random", ("global",), seed)  # first: fails early if an eval breaks
+        # random init first: fails early if an evaluation breaks
+        evaluate_all(RANDOM, "random", ("global",), seed, b.steps, runs)
         for variant in b.variants:
-            branches = ("global",) if variant == "cvrl" else ("global", "local")
-            if not any(stale_tasks(finished.get((variant, br, seed)), budget)
-                       for br in branches):
-                ckpt = "unused"
-            else:
-                ckpt = str(pretrain_variant(variant, seed, world, out / "runs", b))
-            evaluate_all(variant, ckpt, branches, seed)
+            pretrained(variant, seed, b.steps, runs)
+    for steps in sorted(b.scaling_steps):
+        for seed in b.seeds:
+            for variant in b.scaling_variants:
+                pretrained(variant, seed, steps, scaling)
     order = {name: i for i, name in enumerate((RANDOM, *VARIANTS))}
     runs.sort(key=lambda r: (order[r["encoder"]], r["branch"] != "global", r["seed"]))
     plots = sorted((out / "eval").rglob("*.png"))
-    write_results(out, runs, b, (time.time() - began) / 60, plots, command)
-    return runs
+    extra = scaling_section(out, runs, scaling, b) if scaling else ""
+    write_results(out, runs, b, (time.time() - began) / 60, plots, command, extra)
+    return runs + scaling

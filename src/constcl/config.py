@@ -78,7 +78,11 @@ class ModelConfig:
     backbone: str = "r3d50"
     """Backbone family member: r3d50 (paper), r3d26, r3d_small, r3d_tiny (CPU / tests)."""
     variant: str = "constcl"
-    """constcl (full method), region (region loss without context) or cvrl (global only)."""
+    """constcl (full method), region (region loss without context), cvrl (global only) or
+    supervised (the reference: cross-entropy on the source's class labels, no contrast)."""
+    num_classes: int = 0
+    """Classes of model.variant=supervised; 0: the number of labels in the training source
+    (every video must have one). Ignored by the self-supervised variants."""
     local_source: str = "y"
     """What the region head reads: y (second res5), shared (the global res5) or res4."""
     embed_dim: int = 128
@@ -254,6 +258,7 @@ NON_NEGATIVE = ("data.short_side", "data.workers", "data.color_strength", "train
 # Classification of the fields for a resume (see train.resume_allow_changes): a checkpoint
 # cannot be loaded into another shape, run-altering fields need permission, the rest is free.
 RESUME_SHAPE = ("model.backbone", "model.variant", "model.local_source", "model.embed_dim",
+                "model.num_classes",
                 "model.context_length", "model.decoder_layers", "model.decoder_units",
                 "model.decoder_width")
 RESUME_HARMLESS = ("data.workers", "train.device", "train.channels_last", "train.compile",
@@ -399,8 +404,12 @@ def validate(cfg: Config) -> None:
         except ConstclError as err:
             raise ConfigError(str(err)) from err
     _validate_resume_fields(cfg, flat)
-    if cfg.data.region_generator == "detections" and cfg.model.variant == "cvrl":
-        raise ConfigError("data.region_generator=detections is useless with model.variant=cvrl")
+    if cfg.data.region_generator == "detections" and cfg.model.variant in ("cvrl", "supervised"):
+        raise ConfigError(f"data.region_generator=detections is useless with "
+                          f"model.variant={cfg.model.variant}")
+    if cfg.model.num_classes < 0 or cfg.model.num_classes == 1:
+        raise ConfigError(f"model.num_classes must be 0 (from the data) or at least 2; got "
+                          f"{cfg.model.num_classes}")
 
 
 RESUME_VALUES = ("auto", "none", "restart")

@@ -19,16 +19,51 @@ def batch(b=2, t=16, size=32, k=4, seed=0):
 @pytest.mark.parametrize("local_source", LOCAL_SOURCES)
 def test_every_parameter_gets_a_gradient(variant, local_source):
     torch.manual_seed(0)
-    model = build_model("r3d_tiny", variant=variant, local_source=local_source, context_length=3)
-    out = model(*batch(size=64))  # res5 is 2 x 2: the spatial positional code gets a gradient
+    supervised = variant == "supervised"
+    model = build_model("r3d_tiny", variant=variant, local_source=local_source, context_length=3,
+                        **({"num_classes": 3} if supervised else {}))
+    labels = {"labels": torch.tensor([0, 2])} if supervised else {}
+    out = model(*batch(size=64), **labels)  # res5 2 x 2: the positional code gets a gradient
     out["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, missing
     assert torch.isfinite(out["loss"])
     expected = {"loss", "loss_global", "global_accuracy", "global_entropy"}
-    if variant != "cvrl":
-        expected |= {"loss_region", "region_pos_sim_mean", "region_neg_sim_mean"}
+    if variant in ("region", "constcl"):
+        expected |= {"loss_region", "region_pos_sim_mean", "region_neg_sim_mean",
+                     "region_match_accuracy", "region_contrast_accuracy"}
+    if variant == "constcl":
+        expected.add("attn_entropy")
+    if supervised:
+        expected = {"loss", "loss_supervised", "train_accuracy"}
     assert expected <= set(out)
+
+
+def test_supervised_loss_by_hand():
+    """Cross-entropy of a linear classifier on the pooled res5 of both views, written out:
+    logits = W mean_{t,y,x}(res5) + b, loss = mean over the 2B clips of -log softmax[label]."""
+    torch.manual_seed(0)
+    model = build_model("r3d_tiny", variant="supervised", num_classes=4).eval()
+    view_a, view_b, *_ = batch(b=3, size=32)
+    labels = torch.tensor([3, 0, 1])
+    out = model(view_a, view_b, labels=labels)
+    with torch.no_grad():
+        res5 = model.backbone.res5(model.backbone.forward_trunk(
+            torch.cat([view_a, view_b]))["res4"])
+        pooled = res5.mean(dim=(2, 3, 4))
+        linear = model.global_head.mlp[0]
+        logits = pooled @ linear.weight.T + linear.bias
+        target = torch.cat([labels, labels])
+        expected, hits = 0.0, 0
+        for row, y in zip(logits, target, strict=True):
+            expected += (torch.log(torch.exp(row).sum()) - row[y]).item() / len(target)
+            hits += int(row.argmax() == y)
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert out["train_accuracy"].item() == pytest.approx(hits / 6)
+    with pytest.raises(ValueError, match="needs labels"):
+        model(view_a, view_b)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("r3d_tiny", variant="supervised")
 
 
 def test_global_head_average_pools_res5():

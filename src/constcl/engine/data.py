@@ -27,6 +27,7 @@ from constcl.engine.sampler import EpochIndexed, StepBatchSampler
 log = logging.getLogger("constcl.train")
 
 MODEL_KEYS = ("view_a", "view_b", "boxes_a", "boxes_b", "mask_a", "mask_b")
+SUPERVISED_KEYS = {"labels": "label"}  # model kwarg -> sample key, variant=supervised only
 
 # data.decoder=auto: the decoder measured fastest per source kind (bench/data_throughput.py,
 # BENCHMARKS.md "Data throughput").
@@ -85,11 +86,45 @@ def training_videos(cfg: Config) -> list[VideoItem] | ShardList:
         return shards
     source = synthetic_source(cfg) if d.source == "synthetic" else Path(d.source).expanduser()
     items = list_videos(source, root=d.root or None, boxes_dir=d.boxes_dir or None)
+    if d.source == "synthetic" and cfg.model.variant == "supervised":
+        items = synthetic_train_split(source.parent, items)
     if not items:
         raise FileNotFoundError(f"no videos found in data.source={str(source)!r}")
     if d.region_generator == "detections":
         check_box_coverage(items, d.boxes_dir)
     return items
+
+
+def synthetic_train_split(world: Path, items: list[VideoItem]) -> list[VideoItem]:
+    """The items of the synthetic world's training split (``videos.csv`` split column): the
+    supervised reference must never see the labels of the videos the evaluation tests on."""
+    from constcl.data.sources import read_csv_rows
+
+    _, rows = read_csv_rows(world / "videos.csv")
+    train = {(world / r["path"]).resolve() for _, r in rows if r.get("split") == "train"}
+    return [item for item in items if item.path.resolve() in train]
+
+
+def resolve_num_classes(cfg: Config, items: list[VideoItem] | ShardList) -> None:
+    """Set ``cfg.model.num_classes`` of ``model.variant=supervised`` from the training labels
+    (when 0), after checking that every video has a label in range."""
+    if not isinstance(items, list):
+        raise ConfigError("model.variant=supervised needs labelled videos from a folder or CSV "
+                          "source; shard sources carry no labels")
+    unlabelled = [str(item.path) for item in items if item.label is None]
+    if unlabelled:
+        raise ConfigError(f"model.variant=supervised needs a label for every training video; "
+                          f"{len(unlabelled)} of {len(items)} have none (first: "
+                          f"{unlabelled[0]}); use a folder with one sub-folder per class or a "
+                          f"CSV with a label column")
+    found = max(int(item.label) for item in items) + 1
+    if cfg.model.num_classes == 0:
+        cfg.model.num_classes = found
+    elif found > cfg.model.num_classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes}, but the training "
+                          f"source has label {found - 1}")
+    log.info("supervised reference: %d classes, %d labelled training videos",
+             cfg.model.num_classes, len(items))
 
 
 def build_dataset(cfg: Config, items: list[VideoItem] | None = None,
@@ -173,6 +208,9 @@ def device_batches(loader: DataLoader, device: torch.device,
         gen = torch.Generator().manual_seed((cfg.train.seed << 40) + (dist.rank() << 32) + counter)
         counter += 1
         out = {k: batch[k].to(device, non_blocking=True) for k in MODEL_KEYS}
+        if cfg.model.variant == "supervised":
+            out.update({k: batch[v].to(device, non_blocking=True)
+                        for k, v in SUPERVISED_KEYS.items()})
         for key, aug in zip(("view_a", "view_b"), augment, strict=True):
             view = aug(out[key], gen)
             out[key] = view.contiguous(memory_format=torch.channels_last_3d) if channels_last \

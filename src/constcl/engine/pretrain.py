@@ -31,7 +31,12 @@ from constcl.data.augment import PhotometricAugment
 from constcl.data.dataset import TwoViewDataset
 from constcl.engine import checkpoint as ckpt
 from constcl.engine import resume as resuming
-from constcl.engine.data import build_loader, device_batches, training_videos
+from constcl.engine.data import (
+    build_loader,
+    device_batches,
+    resolve_num_classes,
+    training_videos,
+)
 from constcl.engine.export import export_backbone
 from constcl.engine.init_from import load_init_weights
 from constcl.engine.logger import RankFilter, RunLogger
@@ -144,7 +149,7 @@ def model_from_config(cfg: Config) -> ConSTCL:
                        losses=LossWeights(**vars(cfg.loss)), input_norm=m.input_norm,
                        padding=m.padding, embed_dim=m.embed_dim,
                        decoder_layers=m.decoder_layers, decoder_units=m.decoder_units,
-                       decoder_width=m.decoder_width)
+                       decoder_width=m.decoder_width, num_classes=m.num_classes)
 
 
 def build_network(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module]:
@@ -206,6 +211,8 @@ def _pretrain(cfg: Config) -> Path:
     seed_everything(cfg.train.seed + dist.rank(), cfg.train.deterministic)
     run_dir = run_folder(cfg)
     videos = training_videos(cfg)  # data errors stop the run before its folder is touched
+    if cfg.model.variant == "supervised":
+        resolve_num_classes(cfg, videos)
     start_step, state = prepare_run_folder(cfg, run_dir)  # checks the resume, then writes
     global_batch = _log_setup(cfg, device, run_dir)
 

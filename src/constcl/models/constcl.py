@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from constcl.losses import global_nt_xent, region_info_nce
@@ -12,7 +13,8 @@ from constcl.models.global_head import GlobalHead
 from constcl.models.r3d import R3D, build_backbone, duplicate_res5
 from constcl.models.region_head import RegionHead
 
-VARIANTS = ("cvrl", "region", "constcl")
+VARIANTS = ("cvrl", "region", "constcl", "supervised")
+REGION_VARIANTS = ("region", "constcl")  # the variants with a local branch and region loss
 LOCAL_SOURCES = ("y", "shared", "res4")
 
 
@@ -32,19 +34,22 @@ class ConSTCL(nn.Module):
     Args:
         backbone: an ``R3D``; its res5 feeds the global head.
         variant: ``cvrl`` (global loss only), ``region`` (plus region contrast without context)
-            or ``constcl`` (the full method).
+            or ``constcl`` (the full method); ``supervised`` is the reference every
+            self-supervised table carries: cross-entropy on class labels through a linear
+            classifier on the pooled res5 (the ``global_head`` slot), no contrastive loss.
         local_source: what the region head reads: ``y`` (a second res5 on the res4 output, the
             default), ``shared`` (the global res5) or ``res4``.
         embed_dim: global embedding size (128).
         context_length: L_c, odd.
         decoder_layers, decoder_units, decoder_width: region decoder size (3, 3, 128).
         losses: temperatures and weights.
+        num_classes: classes of the ``supervised`` variant (ignored by the others).
     """
 
     def __init__(self, backbone: R3D, variant: str = "constcl", local_source: str = "y",
                  embed_dim: int = 128, context_length: int = 5, decoder_layers: int = 3,
                  decoder_units: int = 3, decoder_width: int = 128,
-                 losses: LossWeights | None = None) -> None:
+                 losses: LossWeights | None = None, num_classes: int = 0) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r} is unknown; allowed: {list(VARIANTS)}")
@@ -54,10 +59,16 @@ class ConSTCL(nn.Module):
         self.variant, self.local_source = variant, local_source
         self.losses = losses or LossWeights()
         self.backbone = backbone
-        self.global_head = GlobalHead(backbone.out_channels, out_dim=embed_dim)
+        if variant == "supervised":
+            if num_classes < 2:
+                raise ValueError(f"variant 'supervised' needs num_classes >= 2; got {num_classes}")
+            self.global_head = GlobalHead(backbone.out_channels, out_dim=num_classes,
+                                          num_layers=0)  # pool -> Linear: a linear classifier
+        else:
+            self.global_head = GlobalHead(backbone.out_channels, out_dim=embed_dim)
         self.res5_local: nn.Module | None = None
         self.region_head: RegionHead | None = None
-        if variant != "cvrl":
+        if variant in REGION_VARIANTS:
             if local_source == "y":
                 self.res5_local = duplicate_res5(backbone)
             channels = backbone.spec.out_channels[2 if local_source == "res4" else 3]
@@ -75,13 +86,14 @@ class ConSTCL(nn.Module):
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor,
                 boxes_a: torch.Tensor | None = None, boxes_b: torch.Tensor | None = None,
                 mask_a: torch.Tensor | None = None, mask_b: torch.Tensor | None = None,
-                ) -> dict[str, torch.Tensor]:
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Losses and statistics for a batch of two views.
 
         Args:
             view_a, view_b: (B, 3, T, H, W) clips in [-1, 1]; row i of both from video i.
             boxes_a, boxes_b: (B, K, 4) normalised key-frame boxes (not needed for ``cvrl``).
             mask_a, mask_b: (B, K) bool box validity (default: all valid).
+            labels: (B,) int class labels (only the ``supervised`` variant reads them).
 
         Returns: ``loss`` (weighted total), ``loss_global``, ``global_accuracy``,
         ``global_entropy`` and, for region variants, ``loss_region``, ``region_pos_sim_*`` /
@@ -94,6 +106,8 @@ class ConSTCL(nn.Module):
         batch = view_a.shape[0]
         res4 = self.backbone.forward_trunk(torch.cat([view_a, view_b]))["res4"]
         res5 = self.backbone.res5(res4)
+        if self.variant == "supervised":
+            return self._supervised(res5, labels)
         emb = self.global_head(res5)
         g = global_nt_xent(emb[:batch], emb[batch:], self.losses.global_temperature)
         out = {"loss_global": g["loss"], "global_accuracy": g["accuracy"],
@@ -118,6 +132,19 @@ class ConSTCL(nn.Module):
                     valid if mask_a is None else mask_a, valid if mask_b is None else mask_b)
         out["loss"] = loss
         return out
+
+
+    def _supervised(self, res5: torch.Tensor, labels: torch.Tensor | None
+                    ) -> dict[str, torch.Tensor]:
+        """Cross-entropy of both views' logits (2B, classes) against their video's label:
+        ``loss`` = ``loss_supervised``, and ``train_accuracy`` (top-1 on this batch)."""
+        if labels is None:
+            raise ValueError("variant 'supervised' needs labels")
+        logits = self.global_head(res5).float()
+        target = torch.cat([labels, labels]).long()
+        loss = F.cross_entropy(logits, target)
+        accuracy = (logits.argmax(dim=1) == target).float().mean()
+        return {"loss": loss, "loss_supervised": loss.detach(), "train_accuracy": accuracy}
 
 
 def _attention_statistic(a2b: torch.Tensor, b2a: torch.Tensor, mask_a: torch.Tensor,

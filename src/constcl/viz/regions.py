@@ -30,7 +30,7 @@ from constcl.engine.checkpoint import latest_loadable, load_checkpoint
 from constcl.engine.pretrain import model_from_config
 from constcl.errors import ConstclError
 from constcl.losses.region_info_nce import match_boxes
-from constcl.models.constcl import ConSTCL
+from constcl.models.constcl import REGION_VARIANTS, ConSTCL
 from constcl.models.region_head import context_indices, roi_features
 from constcl.viz.figure import regions_figure, save_figure
 
@@ -134,8 +134,9 @@ def load_run_model(s: RegionsSettings) -> tuple[ConSTCL, Config, str]:
         label = f"{s.run_dir.name}, step {state.get('step', '?')}"
     cfg = _run_config(s.run_dir, state)
     m = cfg.model
-    if m.variant == "cvrl":
-        raise ConstclError(f"{s.run_dir} trained variant 'cvrl', which has no region branch")
+    if m.variant not in REGION_VARIANTS:
+        raise ConstclError(f"{s.run_dir} trained variant {m.variant!r}, which has no region "
+                           f"branch")
     with torch.random.fork_rng(devices=[]):  # the random-init weights, without side effects
         torch.manual_seed(s.seed)
         model = model_from_config(cfg)

@@ -78,17 +78,19 @@ def object_texture(rng: np.random.Generator, kind: str) -> np.ndarray:
     return w
 
 
-def cycling_colours(rng: np.random.Generator, frames: int) -> np.ndarray:
+def cycling_colours(rng: np.random.Generator, frames: int,
+                    cycle: tuple[float, float] = HUE_CYCLE) -> np.ndarray:
     """Two saturated object colours per frame, ``(frames, 2, 3)`` float32 in [0, 255].
 
     World v2 (no colour identity): saturation and brightness come from one narrow range shared
     by every object of every video, the second colour is the first's complement, and the hue
-    cycles by ``HUE_CYCLE`` turns over the video from a random phase. Two clips of one video a
-    typical gap apart differ in hue about as much as the training colour jitter, so an object's
-    colour does not tell its video from the others (``bench/world_audit.py`` measures this).
+    cycles by ``cycle`` turns (``HUE_CYCLE`` for the world's videos) over the video from a
+    random phase. Two clips of one video a typical gap apart differ in hue about as much as the
+    training colour jitter, so an object's colour does not tell its video from the others
+    (``bench/world_audit.py`` measures this).
     """
     hue = rng.random()
-    turns = rng.choice([-1, 1]) * rng.uniform(*HUE_CYCLE)
+    turns = rng.choice([-1, 1]) * rng.uniform(*cycle)
     sat = rng.uniform(0.6, 0.8)
     val = (rng.uniform(0.85, 0.95), rng.uniform(0.75, 0.85))
     out = np.empty((frames, 2, 3), dtype=np.float32)
