@@ -104,7 +104,8 @@ def aggregate_by_video(
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+    with np.errstate(invalid="ignore"):  # NaN / inf rows stay non-finite (never a hit)
+        return x / np.maximum(norm, 1e-12)
 
 
 def retrieval_hit_rate(
