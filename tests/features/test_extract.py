@@ -252,3 +252,45 @@ def test_list_source_is_mirrored_relative_to_the_list(source: Path, tmp_path: Pa
         "vfr/bursts.npy", "cfr/steady.npy"}
     assert {r: row["label"] for r, row in rows_of(out).items()} == {"vfr/bursts": 1,
                                                                      "cfr/steady": 0}
+
+
+def _rank_main(rank: int, settings: ExtractSettings, port: int, report: Path) -> None:
+    import os
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    result = extract(settings)
+    report.with_name(f"rank{rank}.json").write_text(json.dumps(
+        {"written": result.written, "total": result.total}))
+
+
+def test_two_processes_split_the_videos(source: Path, tmp_path: Path) -> None:
+    """As under torchrun with 2 processes (gloo): each takes every other video, together they
+    write every file once, and the index (written by process 0) lists all of them."""
+    import multiprocessing
+    import socket
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.mp4").write_bytes((source / "cfr" / "steady.mp4").read_bytes())
+    settings = ExtractSettings(source=folder, checkpoint="random", backbone="r3d_tiny", seed=3,
+                               out=tmp_path / "out", size=SIZE, clip_frames=FRAMES,
+                               frame_stride=FRAME_STRIDE, stride=STRIDE, workers=0,
+                               progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_rank_main, args=(r, settings, port, tmp_path / "r.json"))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    counts = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [c["written"] for c in counts] == [2, 1]  # videos a, c and b
+    assert list(rows_of(tmp_path / "out")) == ["a", "b", "c"]
+    assert {p.name for p in (tmp_path / "out").glob("*.npy")} == {"a.npy", "b.npy", "c.npy"}

@@ -213,7 +213,9 @@ class _Writer:
         for kind, tmp in temps.items():
             os.replace(tmp, self.out / files[kind])
         row = {"path": str(job.item.path), "rel": job.rel, "label": job.item.label,
-               "class_name": job.item.label_name, **meta, "files": files}
+               "class_name": job.item.label_name,
+               **{k: v for k, v in meta.items() if k not in ("box_groups", "box_rows")},
+               **({"box_rows": meta["box_rows"]} if job.boxes else {}), "files": files}
         _write_json(self.records / f"{job.id}.json", {"ok": True, "row": row, "files": files,
                                                       "check": _check_row(job, meta, "")})
         self.written += 1
@@ -367,34 +369,37 @@ def extract(settings: ExtractSettings) -> ExtractResult:
             log.warning("%d video ids of %s match no video of the source, e.g. %s",
                         len(unknown), settings.boxes, sorted(unknown)[:3])
     # ---------------------------------------------------------------- the network
-    encoders = {b: load_encoder(settings.checkpoint, b, settings.backbone,
-                                input_norm=settings.input_norm, seed=settings.seed)
-                for b in settings.branches}
-    device = resolve_device(settings.device)
-    encoders = {b: enc.to(device) for b, enc in encoders.items()}
-    # ---------------------------------------------------------------- the output folder
-    out = Path(settings.out)
-    grouped = dist.init_from_env()
-    rank, world = dist.rank(), dist.world_size()
-    try:  # under torchrun, process 0 holds the folder's lock for the whole group
-        with run_lock(out, "extract") if rank == 0 else contextlib.nullcontext():
-            records = out / ".extract" / "records"
-            records.mkdir(parents=True, exist_ok=True)
-            _check_record(out, settings)
-            mine = list(range(rank, len(jobs), world))
-            _remove_partials(out, [jobs[i] for i in mine], settings)
-            todo = [i for i in mine if not _is_done(out, records / f"{jobs[i].id}.json")]
-            # -------------------------------------------------------- extraction
-            writer = _Writer(out, records, settings)
-            _run(jobs, todo, len(mine), settings, encoders, device, writer)
-            if grouped:  # every process's records are written
-                torch.distributed.barrier()
-            # -------------------------------------------------------- summary
-            return _finish(out, jobs, records, missing, skipped, writer.written, settings,
-                           write=rank == 0)
+    grouped = dist.init_from_env()  # under torchrun (NCCL: "cuda" is then this rank's GPU)
+    try:
+        return _extract_jobs(settings, jobs, missing, skipped, grouped)
     finally:
         if grouped:
             dist.shutdown(wait=False)
+
+
+def _extract_jobs(settings: ExtractSettings, jobs: list[Job], missing: list[str],
+                  skipped: list[tuple[str, str]], grouped: bool) -> ExtractResult:
+    """This process's share of the jobs (all of them without torchrun), then the summary."""
+    rank, world = dist.rank(), dist.world_size()
+    device = resolve_device(settings.device)
+    encoders = {b: load_encoder(settings.checkpoint, b, settings.backbone,
+                                input_norm=settings.input_norm, seed=settings.seed,
+                                device=device) for b in settings.branches}
+    out = Path(settings.out)
+    # under torchrun, process 0 holds the folder's lock for the whole group
+    with run_lock(out, "extract") if rank == 0 else contextlib.nullcontext():
+        records = out / ".extract" / "records"
+        records.mkdir(parents=True, exist_ok=True)
+        _check_record(out, settings)
+        mine = list(range(rank, len(jobs), world))
+        _remove_partials(out, [jobs[i] for i in mine], settings)
+        todo = [i for i in mine if not _is_done(out, records / f"{jobs[i].id}.json")]
+        writer = _Writer(out, records, settings)
+        _run(jobs, todo, len(mine), settings, encoders, device, writer)
+        if grouped:  # every process's records are written
+            torch.distributed.barrier()
+        return _finish(out, jobs, records, missing, skipped, writer.written, settings,
+                       write=rank == 0)
 
 
 def _remove_partials(out: Path, jobs: list[Job], settings: ExtractSettings) -> None:
