@@ -32,8 +32,10 @@ from torch import nn
 
 from constcl.data.decode import decode_frames
 from constcl.data.encode import write_video
+from constcl.engine.export import export_backbone
 from constcl.eval import classify
 from constcl.eval.classify import task as classify_task
+from tests.eval.test_export_branches import TRUNK, config_of, trained_model
 
 SIZE, LENGTH = 32, 16  # frames are SIZE x SIZE, LENGTH frames long
 FRAMES, STRIDE, CLIPS = 2, 4, 2  # test views: span 5, starts 0 and floor(11 / 2) = 5
@@ -264,3 +266,40 @@ def test_knn_recall_recomputed_by_brute_force(tmp_path: Path, fake_encoder: None
     assert [int(i) for i in result["videos_failed"]["test"]] == [test.index("v_test_broken")]
     got = {k: result["metrics"][f"recall@{k}"] for k in (1, 5, 10)}
     assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_knn_reads_the_branch_it_names(tmp_path: Path) -> None:
+    """A Y-shape checkpoint whose two res5 copies differ: kNN on each branch, the two runs
+    sharing one feature cache, must give the recall of that branch's own features (computed
+    here stage by stage from the model that was exported)."""
+    model = trained_model()
+    path = export_backbone(model, tmp_path / "backbone.safetensors", config_of("constcl", "y"))
+    root = tmp_path / "world"
+    labels, train, test = _random_world(root, seed=3)
+    good = [n for n in test if n != "v_test_broken"]
+    span = (FRAMES - 1) * STRIDE + 1
+    starts = [(LENGTH - span) * i // CLIPS for i in range(CLIPS)]
+
+    def views(name: str, res5: nn.Module) -> np.ndarray:
+        file = root / "videos" / CLASSES[labels[name]] / f"{name}.mp4"
+        clips = np.stack([decode_frames(file, [s + STRIDE * k for k in range(FRAMES)],
+                                        short_side=SIZE) for s in starts])
+        x = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        with torch.no_grad():
+            for stage in TRUNK:
+                x = getattr(model.backbone, stage)(x)
+            return res5(x).mean(dim=(2, 3, 4)).double().numpy()
+
+    want = {}
+    for branch, res5 in (("global", model.backbone.res5), ("local", model.res5_local)):
+        feats = {n: views(n, res5) for n in train + good}
+        want[branch] = _naive_recall([feats[n] for n in good], [labels[n] for n in good],
+                                     [feats[n] for n in train], [labels[n] for n in train])
+    assert want["global"] != want["local"], "the world does not tell the branches apart"
+    for branch in ("global", "local"):
+        result = classify.run(classify.Settings(
+            checkpoint=path, data=root, out=tmp_path / branch, mode="knn", branch=branch,
+            frames=FRAMES, stride=STRIDE, size=SIZE, clips=CLIPS, crops=1, device="cpu",
+            workers=0, cache_dir=tmp_path / "cache"))
+        got = {k: result["metrics"][f"recall@{k}"] for k in (1, 5, 10)}
+        assert got == pytest.approx(want[branch], abs=1e-12), branch
