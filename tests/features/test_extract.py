@@ -294,3 +294,28 @@ def test_two_processes_split_the_videos(source: Path, tmp_path: Path) -> None:
     assert [c["written"] for c in counts] == [2, 1]  # videos a, c and b
     assert list(rows_of(tmp_path / "out")) == ["a", "b", "c"]
     assert {p.name for p in (tmp_path / "out").glob("*.npy")} == {"a.npy", "b.npy", "c.npy"}
+
+
+def test_output_names_stay_inside_out(tmp_path: Path) -> None:
+    """Names mirror the source; '..' in a list entry or a file outside the list's folder never
+    leads outside OUT, and two videos differing only in extension keep it."""
+    from constcl.data.sources import VideoItem
+    from constcl.features.plan import plan_jobs
+
+    base = tmp_path / "lists"
+    items = [VideoItem(base / "a" / "x.mp4"), VideoItem(base / "a" / "x.mkv"),
+             VideoItem(base / ".." / "videos" / "y.mp4"), VideoItem(tmp_path / "z.webm")]
+    rels = [job.rel for job in plan_jobs(items, base)]
+    resolved = str(tmp_path.resolve()).lstrip("/")
+    assert rels == ["a/x.mp4", "a/x.mkv", f"abs/{resolved}/videos/y", f"abs/{resolved}/z"]
+
+
+def test_bf16_features_are_close_to_fp32(source: Path, tmp_path: Path) -> None:
+    common = {"source": source / "cfr", "checkpoint": "random", "backbone": "r3d_tiny",
+              "seed": 3, "size": SIZE, "clip_frames": FRAMES, "frame_stride": FRAME_STRIDE,
+              "stride": STRIDE, "workers": 0, "progress": False}
+    extract(ExtractSettings(out=tmp_path / "fp32", **common))
+    extract(ExtractSettings(out=tmp_path / "bf16", precision="bf16", **common))
+    fp32, bf16 = (np.load(tmp_path / p / "steady.npy") for p in ("fp32", "bf16"))
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)
+    np.testing.assert_allclose(bf16, fp32, rtol=0.1, atol=0.05 * np.abs(fp32).max())

@@ -168,8 +168,8 @@ def load_encoder(checkpoint: str | Path = RANDOM_CHECKPOINT, branch: str = "glob
         raise ValueError(f"branch must be one of {list(BRANCHES)}; got {branch!r}")
     if str(checkpoint) == RANDOM_CHECKPOINT:
         if backbone is None:
-            raise ValueError("checkpoint 'random' needs a backbone name, e.g. "
-                             "load_encoder('random', backbone='r3d50')")
+            raise ValueError("checkpoint 'random' needs a backbone name (backbone= or "
+                             "--backbone, e.g. r3d50)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = load_backbone(None, branch, backbone, input_norm=input_norm)

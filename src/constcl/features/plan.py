@@ -83,9 +83,9 @@ def snippet_starts(num_frames: int, fps: float, clip_frames: int, frame_stride: 
 
 def _relative(path: Path, base: Path) -> Path:
     for p, b in ((path, base), (path.resolve(), base.resolve())):
-        if p.is_relative_to(b):
-            return p.relative_to(b)
-    return Path("abs", *path.resolve().parts[1:])
+        if p.is_relative_to(b) and ".." not in p.relative_to(b).parts:
+            return p.relative_to(b)  # the name as listed (a linked class folder keeps its own)
+    return Path("abs", *path.resolve().parts[1:])  # never a name outside OUT
 
 
 def plan_jobs(items: list[VideoItem], base: Path, boxes: dict[str, list[BoxRow]] | None = None
