@@ -319,3 +319,27 @@ def test_bf16_features_are_close_to_fp32(source: Path, tmp_path: Path) -> None:
     fp32, bf16 = (np.load(tmp_path / p / "steady.npy") for p in ("fp32", "bf16"))
     assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)
     np.testing.assert_allclose(bf16, fp32, rtol=0.1, atol=0.05 * np.abs(fp32).max())
+
+
+def test_a_second_process_on_the_same_out_is_refused(source: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """extract holds --out's run-folder lock: with another process holding it, one error line
+    naming the holder and nothing written."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    hold = ("import sys\nfrom constcl.runlock import run_lock\n"
+            "with run_lock(sys.argv[1], 'other-extract'):\n"
+            "    print('locked', flush=True)\n    sys.stdin.readline()\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["extract", str(source / "cfr"), "--out", str(out), "--workers", "0",
+                     *ARGS]) == 2
+    finally:
+        holder.communicate("\n", timeout=30)
+    errors = [r.getMessage() for r in caplog.records if getattr(r, "user_error", False)]
+    assert len(errors) == 1 and "other-extract" in errors[0]
+    assert not list(out.glob("*.npy")) and not (out / "extract.json").exists()
