@@ -64,8 +64,9 @@ __all__ = ["EncodeSettings", "PrepareSettings", "PrepareResult", "prepare", "tra
 log = logging.getLogger(__name__)
 
 # write errors that stop `prepare` (a rerun resumes) instead of marking the input bad
+# (ENOTDIR / EEXIST / EISDIR: a file or folder in the way of an output path)
 _OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                  errno.EFBIG, errno.ENAMETOOLONG)
+                  errno.EFBIG, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
 NAME_MAX = 255  # bytes of one file name (ext4, xfs, btrfs, NFS ...)
 
 MANIFEST_COLUMNS = ("path", "label", "class_name", "duration", "fps", "width", "height",
