@@ -155,23 +155,26 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _settings_record(settings: ExtractSettings) -> dict[str, Any]:
-    fields = {k: (str(v) if isinstance(v, Path) else v)
-              for k, v in dataclasses.asdict(settings).items() if k not in _FREE_FIELDS}
+    """Every setting of the first run into OUT, the weights' identity and the version."""
     from constcl import __version__
 
+    fields = {k: (str(v) if isinstance(v, Path) else v)
+              for k, v in dataclasses.asdict(settings).items()}
     return {"settings": fields, "checkpoint": checkpoint_identity(
         settings.checkpoint, settings.backbone, settings.seed, settings.input_norm),
         "constcl_version": __version__}
 
 
 def _check_record(out: Path, settings: ExtractSettings) -> None:
-    """Write ``extract.json`` or refuse a rerun whose settings or weights differ."""
+    """Write ``extract.json`` or refuse a rerun whose weights or output-changing settings
+    differ (:data:`_FREE_FIELDS` may change)."""
     path = out / "extract.json"
     wanted = _settings_record(settings)
     if path.exists():
         found = json.loads(path.read_text())
-        changed = sorted(k for k in {*wanted["settings"], *found.get("settings", {})}
-                         if wanted["settings"].get(k) != found.get("settings", {}).get(k))
+        old, new = found.get("settings", {}), wanted["settings"]
+        changed = sorted(k for k in {*old, *new}
+                         if k not in _FREE_FIELDS and old.get(k) != new.get(k))
         if found.get("checkpoint") != wanted["checkpoint"]:
             changed.insert(0, "checkpoint (weights)")
         if changed:
@@ -418,7 +421,7 @@ def _run(jobs: list[Job], todo: list[int], total: int, settings: ExtractSettings
 
     data = VideoChunks([jobs[i] for i in todo], todo, settings)
     loader = DataLoader(data, batch_size=None, num_workers=settings.workers,
-                        persistent_workers=False)
+                        pin_memory=device.type == "cuda")
     batcher = _Batcher(encoders, settings, device, writer, jobs)
     bar = tqdm(total=total, initial=total - len(todo), unit="video", desc="extract",
                disable=not settings.progress, dynamic_ncols=True)
