@@ -343,3 +343,25 @@ def test_a_second_process_on_the_same_out_is_refused(source: Path, tmp_path: Pat
     errors = [r.getMessage() for r in caplog.records if getattr(r, "user_error", False)]
     assert len(errors) == 1 and "other-extract" in errors[0]
     assert not list(out.glob("*.npy")) and not (out / "extract.json").exists()
+
+
+def test_non_finite_features_stop_the_run(source: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A network that outputs NaN (here: res5 patched to) ends in one line, nothing written."""
+    from constcl.features import extract as module
+
+    original = module.load_encoder
+
+    def nan_encoder(*args, **kwargs):
+        encoder = original(*args, **kwargs)
+        encoder.net.res5.register_forward_hook(lambda m, i, out: out * float("nan"))
+        return encoder
+
+    monkeypatch.setattr(module, "load_encoder", nan_encoder)
+    out = tmp_path / "out"
+    assert main(["extract", str(source / "cfr"), "--out", str(out), "--workers", "0",
+                 *ARGS]) == 2
+    errors = [r.getMessage() for r in caplog.records if getattr(r, "user_error", False)]
+    assert len(errors) == 1 and "non-finite global features" in errors[0]
+    assert "steady" in errors[0] and not list(out.rglob("*.npy"))

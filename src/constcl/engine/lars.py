@@ -9,7 +9,9 @@ class LARS(torch.optim.Optimizer):
     """SGD + momentum whose update of each parameter is scaled by eta * ||w|| / ||g + wd w||.
 
     Groups with ``lars_exclude=True`` (BN parameters and biases) take plain SGD steps, as in the
-    SimCLR reference. Weight decay is added to the gradient before the trust ratio.
+    SimCLR reference. Weight decay is added to the gradient before the trust ratio. The
+    momentum buffer is created in the first step unless it exists (``optim.build_optimizer``
+    creates it as zeros, which gives the same first step); momentum 0 uses none.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
@@ -37,9 +39,12 @@ class LARS(torch.optim.Optimizer):
                                         group["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
                     grad = grad.mul(trust)
                 state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.clone(grad).detach()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                buf = state.get("momentum_buffer")
+                if not group["momentum"]:
+                    update = grad
+                elif buf is None:
+                    update = state["momentum_buffer"] = torch.clone(grad).detach()
+                else:  # in place: engine.step.TrainStep undoes a skipped step on this tensor
+                    update = buf.mul_(group["momentum"]).add_(grad)
+                p.add_(update, alpha=-group["lr"])
         return loss

@@ -87,5 +87,24 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude")
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    else:
+        optimizer = LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
+    init_momentum_buffers(optimizer)
+    return optimizer
+
+
+def init_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
+    """Create every parameter's momentum buffer now, as zeros (None where momentum is 0).
+
+    SGD and LARS would create it in their first step as a copy of the first update; a zero
+    buffer gives the same first step bit for bit (``0 * momentum + u = u``). With the state in
+    place before the first step, ``engine.step.TrainStep`` can undo a skipped step on the
+    device (including the first one) instead of reading its non-finite flag on the host.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = (torch.zeros_like(p, memory_format=torch.preserve_format)
+                                            if group["momentum"] else None)

@@ -10,13 +10,12 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,10 @@ from constcl.engine.data import (
 )
 from constcl.engine.export import export_backbone
 from constcl.engine.init_from import load_init_weights
-from constcl.engine.logger import RankFilter, RunLogger
+from constcl.engine.logger import MetricWindow, RankFilter, RunLogger, read_on_host
 from constcl.engine.monitor import UpdateMonitor
 from constcl.engine.optim import auto_local_lr_scale, build_optimizer
-from constcl.engine.step import TrainStep
+from constcl.engine.step import SkipGuard, StepResult, TrainStep
 from constcl.errors import ConstclError
 from constcl.models import LossWeights, build_model
 from constcl.models.constcl import ConSTCL
@@ -440,75 +439,104 @@ class LoopParts:
 
 
 def train_loop(cfg: Config, parts: LoopParts, start_step: int) -> int:
-    """Steps from start_step to cfg.train.steps; returns the step reached."""
+    """Steps from start_step to cfg.train.steps; returns the step reached.
+
+    No step waits for the device: the metrics, the skip decision of the non-finite guard
+    (``engine.step``) and its counters stay device tensors, read on the host together once per
+    log interval (:func:`_log_interval`), and once before a checkpoint that falls between log
+    steps (so no checkpoint follows ``train.max_bad_steps`` skipped steps in a row).
+    """
     model, stepper, device, lrs = parts.model, parts.stepper, parts.device, parts.lrs
-    logger, monitor = parts.logger, parts.monitor
     model.train()
-    accum, step, bad_in_row = cfg.optim.accumulation_steps, start_step, 0
-    window: dict[str, float] = {}
-    window_steps, wait, busy = 0, 0.0, 0.0
+    accum, step, unread = cfg.optim.accumulation_steps, start_step, False
+    window, guard = MetricWindow(), SkipGuard(cfg.train.max_bad_steps, device)
+    interval = _Interval()
     began = time.time()
     batches = device_batches(parts.loader, device, parts.augment, cfg, start_step)
-    clips_per_step = 2 * cfg.train.batch_size * accum * dist.world_size()
     while step < cfg.train.steps:
         t0 = time.time()
         micro = [next(batches) for _ in range(accum)]
-        t1 = time.time()
+        interval.wait += time.time() - t0
         logs_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.steps
-        if monitor is not None and logs_now:
-            monitor.before()
+        if parts.monitor is not None and logs_now:
+            parts.monitor.before()
         result = stepper(micro, float(lrs[step]))
-        ratios = monitor.after() if monitor is not None and logs_now else {}
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t2 = time.time()
-        step += 1
-        wait, busy = wait + t1 - t0, busy + t2 - t1
-        if parts.weights is not None:
-            if ckpt.fault("corrupt_weights", step):
-                first = next(parts.weights.parameters())
-                with torch.no_grad():
-                    first[(0,) * first.dim()] = float("nan")
-            if logs_now:
-                check_finite_weights(parts.weights, step)
-        if result.skipped:
-            bad_in_row += 1
-            logger.message(f"step {step}: non-finite loss {result.metrics.get('loss')}; "
-                           f"step skipped ({bad_in_row} in a row)")
-            if bad_in_row >= cfg.train.max_bad_steps:
-                raise TooManyBadSteps(
-                    f"{bad_in_row} consecutive steps had a NaN/Inf loss (last at step {step}); "
-                    f"lower optim.base_lr, set optim.clip_grad_norm, or use train.precision=fp32")
-            continue
-        bad_in_row = 0
-        for key, value in result.metrics.items():
-            window[key] = window.get(key, 0.0) + value
-        window_steps += 1
-        logger.update(step, result.metrics["loss"], clips_per_step / max(t2 - t0, 1e-9))
+        step, unread = step + 1, True
+        interval.steps += 1
+        window.add(result.metrics, result.ok)
+        guard.add(result.ok, step)
+        if parts.weights is not None and ckpt.fault("corrupt_weights", step):
+            first = next(parts.weights.parameters())
+            with torch.no_grad():
+                first[(0,) * first.dim()] = float("nan")
+        parts.logger.update(step)
         if logs_now:
-            metrics = reduce_window(window, window_steps)
-            metrics.update(lr=float(lrs[step - 1]),
-                           clips_per_s=clips_per_step * window_steps / max(wait + busy, 1e-9),
-                           data_wait_share=wait / max(wait + busy, 1e-9),
-                           bad_videos=float(parts.dataset.num_bad()))
-            if result.grad_norm is not None:
-                metrics["grad_norm"] = result.grad_norm
-            metrics.update(ratios)
-            logger.log(step, metrics)
-            window, window_steps, wait, busy = {}, 0, 0.0, 0.0
+            _log_interval(cfg, parts, step, window.means(), guard, result, interval)
+            interval, unread = _Interval(), False
             ckpt.kill_on_fault("kill_at_step", step)
         if step % cfg.train.checkpoint_every == 0 and step < cfg.train.steps:
+            if unread:
+                _check_skips(cfg, guard, read_on_host(guard.values), step)
+                unread = False
             parts.save(step)
         limit = cfg.train.time_limit_minutes
         if limit and time.time() - began > 60 * limit:
-            logger.message(f"time limit of {limit} minutes reached at step {step}")
+            parts.logger.message(f"time limit of {limit} minutes reached at step {step}")
             break
+    if unread:  # the final checkpoint follows: stop first if the guard says so
+        _check_skips(cfg, guard, read_on_host(guard.values), step)
     return step
 
 
-def reduce_window(window: dict[str, float], count: int) -> dict[str, float]:
-    """Mean over the log window and over processes (only at log intervals)."""
-    keys = sorted(window)
-    values = torch.tensor([window[k] / max(count, 1) for k in keys], dtype=torch.float64)
-    values = dist.all_reduce_sum_no_grad(values) / dist.world_size()
-    return {k: float(v) for k, v in zip(keys, values, strict=True) if math.isfinite(float(v))}
+@dataclass
+class _Interval:
+    """Host-side timing of the current log interval (no device synchronisation per step)."""
+
+    steps: int = 0
+    wait: float = 0.0
+    since: float = field(default_factory=time.time)
+
+
+def _log_interval(cfg: Config, parts: LoopParts, step: int, means: dict[str, torch.Tensor],
+                  guard: SkipGuard, result: StepResult, interval: _Interval) -> None:
+    """The interval's one host read (metrics, update ratios, guard counters, weight check),
+    then its checks and its line in ``metrics.jsonl``."""
+    ratios = parts.monitor.measure() if parts.monitor is not None else {}
+    finite = weights_finite(parts.weights) if parts.weights is not None else None
+    read = read_on_host({**means, "grad_norm": result.grad_norm, **ratios,
+                         **{f"guard_{k}": v for k, v in guard.values.items()},
+                         "weights_finite": finite})
+    elapsed = max(time.time() - interval.since, 1e-9)
+    if finite is not None and not read.pop("weights_finite", 0.0):
+        check_finite_weights(parts.weights, step)  # raises, naming the tensors
+    counts = {k: int(read.pop(f"guard_{k}")) for k in guard.values}
+    if counts["skipped"]:
+        parts.logger.message(
+            f"step {step}: {counts['skipped']} of the last {interval.steps} steps skipped for a "
+            f"NaN/Inf loss or gradient (the last at step {counts['last']}; "
+            f"{counts['in_row']} in a row now)")
+    _check_skips(cfg, guard, {f"guard_{k}": v for k, v in counts.items()}, step)
+    guard.new_interval()
+    clips = 2 * cfg.train.batch_size * cfg.optim.accumulation_steps * dist.world_size()
+    metrics = {k: read[k] for k in sorted(means) if k in read}
+    metrics.update(lr=float(parts.lrs[step - 1]), clips_per_s=clips * interval.steps / elapsed,
+                   data_wait_share=min(interval.wait / elapsed, 1.0),
+                   bad_videos=float(parts.dataset.num_bad()))
+    metrics.update({k: v for k, v in read.items() if k not in metrics})  # grad_norm, ratios
+    parts.logger.log(step, metrics)
+
+
+def _check_skips(cfg: Config, guard: SkipGuard, read: dict[str, float], step: int) -> None:
+    """Raise TooManyBadSteps when the guard's counters (as read) show the limit was reached."""
+    limit_step = int(read["guard_limit_step"])
+    if limit_step:
+        raise TooManyBadSteps(
+            f"{guard.limit} consecutive steps had a NaN/Inf loss or gradient (the last of them "
+            f"at step {limit_step}, noticed at step {step}); lower optim.base_lr, set "
+            f"optim.clip_grad_norm, or use train.precision=fp32")
+
+
+def weights_finite(model: nn.Module) -> torch.Tensor:
+    """0-dim bool device tensor: every parameter of ``model`` is finite (no host read)."""
+    with torch.no_grad():
+        return torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()

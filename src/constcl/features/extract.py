@@ -311,6 +311,11 @@ class _Batcher:
         maps = self._forward(torch.stack([clip for _, _, clip in batch]))
         for branch, fmap in maps.items():
             pooled = fmap.mean(dim=(2, 3, 4)).cpu().numpy()
+            if not np.isfinite(pooled).all():  # never write NaN / inf features
+                videos = sorted({self.jobs[index].rel for index, _, _ in batch})
+                raise ConstclError(
+                    f"non-finite {branch} features from checkpoint {self.settings.checkpoint!r} "
+                    f"for {videos[:3]} (precision {self.settings.precision}; try fp32)")
             dense = fmap.half().cpu().numpy() if self.settings.dense else None
             for k, (index, snippet, _) in enumerate(batch):
                 state = self.videos[index]

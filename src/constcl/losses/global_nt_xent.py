@@ -34,7 +34,8 @@ def global_nt_xent(
     a_all, b_all = dist.gather_with_grad(a), dist.gather_with_grad(b)
     batch = a.shape[0]
     labels = torch.arange(batch, device=a.device) + dist.rank() * batch
-    self_mask = F.one_hot(labels, a_all.shape[0]).bool()
+    # = F.one_hot(labels, 2B).bool(), without one_hot's range check (a host read on the CPU)
+    self_mask = labels[:, None] == torch.arange(a_all.shape[0], device=a.device)[None, :]
 
     logits_ab = a @ b_all.T / temperature
     logits_ba = b @ a_all.T / temperature
