@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -400,7 +399,7 @@ def _extract_jobs(settings: ExtractSettings, jobs: list[Job], missing: list[str]
         records.mkdir(parents=True, exist_ok=True)
         _check_record(out, settings)
         mine = list(range(rank, len(jobs), world))
-        _remove_partials(out, [jobs[i] for i in mine], settings)
+        _remove_partials(out, records, [jobs[i] for i in mine], settings)
         todo = [i for i in mine if not _is_done(out, records / f"{jobs[i].id}.json")]
         writer = _Writer(out, records, settings)
         _run(jobs, todo, len(mine), settings, encoders, device, writer)
@@ -410,14 +409,18 @@ def _extract_jobs(settings: ExtractSettings, jobs: list[Job], missing: list[str]
                        write=rank == 0)
 
 
-def _remove_partials(out: Path, jobs: list[Job], settings: ExtractSettings) -> None:
-    """Delete the temporary files a killed run left for these videos (they are redone)."""
-    for job in jobs:
-        for name in output_files(job.rel, settings.branches, True, True).values():
-            target = out / name
-            if target.parent.is_dir():
-                for stale in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
-                    stale.unlink()
+def _remove_partials(out: Path, records: Path, jobs: list[Job],
+                     settings: ExtractSettings) -> None:
+    """Delete the temporary files (``.NAME.PID.partial``) a killed run left for these videos'
+    feature files and records (they are redone). One walk of OUT, whatever the number of
+    videos; the partials of other processes' videos are left alone."""
+    mine = {str(out / name) for job in jobs
+            for name in output_files(job.rel, settings.branches, True, True).values()}
+    mine |= {str(records / f"{job.id}.json") for job in jobs}
+    for stale in out.rglob(".*.partial"):
+        target = stale.with_name(stale.name[1:].rsplit(".", 2)[0])
+        if str(target) in mine:
+            stale.unlink()
 
 
 def _run(jobs: list[Job], todo: list[int], total: int, settings: ExtractSettings,
