@@ -365,3 +365,22 @@ def test_non_finite_features_stop_the_run(source: Path, tmp_path: Path,
     errors = [r.getMessage() for r in caplog.records if getattr(r, "user_error", False)]
     assert len(errors) == 1 and "non-finite global features" in errors[0]
     assert "steady" in errors[0] and not list(out.rglob("*.npy"))
+
+
+def test_snippet_starts_by_hand() -> None:
+    from constcl.features.plan import snippet_starts
+
+    # 100 frames at 25 fps, 16 x 2 snippets (span 31): starts <= 69, every 25 frames
+    assert snippet_starts(100, 25.0, 16, 2, 1.0).tolist() == [0, 25, 50]
+    # every 0.5 s at 30 fps = 15 frames; span 7 -> starts <= 33
+    assert snippet_starts(40, 30.0, 4, 2, 0.5).tolist() == [0, 15, 30]
+    # in frames: every 8 frames, span 15 -> starts <= 25
+    assert snippet_starts(40, 25.0, 8, 2, 8, "frames").tolist() == [0, 8, 16, 24]
+    # a fractional step rounds each start: 7.5 frames
+    assert snippet_starts(40, 25.0, 4, 2, 0.3).tolist() == [0, 8, 15, 23, 30]
+    # shorter than one snippet: one snippet at 0 (its indices clamp to the last frame)
+    assert snippet_starts(10, 25.0, 16, 2, 1.0).tolist() == [0]
+    # exactly one span: one snippet
+    assert snippet_starts(31, 25.0, 16, 2, 1.0).tolist() == [0]
+    with pytest.raises(ValueError, match="positive"):
+        snippet_starts(40, 25.0, 4, 2, 0.0)
