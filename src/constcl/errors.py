@@ -10,6 +10,7 @@ traceback instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,17 +54,24 @@ class OutputError(ConstclError, OSError):
     message names the output path. An ``OSError`` as well, for callers that catch those."""
 
 
+# errors that only writing can cause: no space, quota, file too large, read-only file system
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
 @contextlib.contextmanager
-def writing(path: str | Path) -> Iterator[None]:
+def writing(path: str | Path, errnos: tuple[int, ...] | None = None) -> Iterator[None]:
     """Name ``path`` in an ``OSError`` raised inside the block that names no file (a write
     that fails on ``close()``, e.g. ``[Errno 27] File too large``, says nothing of where), and
-    turn a safetensors write failure into an :class:`OutputError` naming it."""
+    turn a safetensors write failure into an :class:`OutputError` naming it. With ``errnos``,
+    only errors of those numbers are renamed (for a block that also reads, e.g. a whole
+    evaluation named by its output folder with :data:`WRITE_ERRNOS`)."""
     try:
         yield
     except OutputError:
         raise
     except OSError as err:
-        if err.filename is not None or err.errno is None:
+        if err.filename is not None or err.errno is None or \
+                (errnos is not None and err.errno not in errnos):
             raise
         raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except SafetensorError as err:  # safetensors reports a failed write as "I/O error: ..."

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from constcl.errors import WRITE_ERRNOS, writing
 from constcl.eval.classify.data import LAYOUTS, VideoSplits, load_splits
 from constcl.eval.classify.finetune import FineTuneConfig, run_finetune
 from constcl.eval.classify.scoring import compact_video_index, video_accuracy
@@ -228,7 +229,7 @@ def run(settings: Settings) -> dict[str, Any]:
     """Evaluate; write ``results.json``, ``predictions.csv`` (linear / finetune) and plots to
     ``settings.out``; return the ``results.json`` content (``result["metrics"]``). A second
     process on the same ``out`` is refused (``runlock``)."""
-    with run_lock(settings.out, "constcl eval classify"):
+    with run_lock(settings.out, "constcl eval classify"), writing(settings.out, WRITE_ERRNOS):
         return _run(settings)
 
 

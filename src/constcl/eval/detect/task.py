@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from constcl.data.dataset import identity_collate
 from constcl.data.decode import VideoError, decode_frames, probe
+from constcl.errors import WRITE_ERRNOS, writing
 from constcl.eval.detect import data as ava
 from constcl.eval.detect.roi import boxes_to_rois, detection_roi_features
 from constcl.eval.encoder import (
@@ -255,7 +256,7 @@ def run(settings: Settings) -> dict[str, Any]:
     """Encode RoI features, train the classifier, write ``results.json``, ``predictions.csv``
     and plots to ``settings.out``; return the ``results.json`` content. A second process on
     the same ``out`` is refused (``runlock``)."""
-    with run_lock(settings.out, "constcl eval detect"):
+    with run_lock(settings.out, "constcl eval detect"), writing(settings.out, WRITE_ERRNOS):
         return _run(settings)
 
 

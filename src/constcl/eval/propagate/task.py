@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from constcl.data.augment import to_model_range
 from constcl.data.palette import write_palette_masks
+from constcl.errors import WRITE_ERRNOS, writing
 from constcl.eval.encoder import (
     check_encoder_choice,
     encoder_identity,
@@ -169,7 +170,7 @@ def run(settings: Settings) -> dict[str, Any]:
     """Encode (or load cached) features, propagate, evaluate J&F; write ``results.json``, masks
     and overlays to ``settings.out``; return the ``results.json`` content. A second process on
     the same ``out`` is refused (``runlock``)."""
-    with run_lock(settings.out, "constcl eval propagate"):
+    with run_lock(settings.out, "constcl eval propagate"), writing(settings.out, WRITE_ERRNOS):
         return _run(settings)
 
 

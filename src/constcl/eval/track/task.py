@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from constcl.errors import WRITE_ERRNOS, writing
 from constcl.eval.encoder import check_encoder_choice, load_encoder, resolve_device
 from constcl.eval.finite import finite_features
 from constcl.eval.frame_encoder import FrameEncoder, cpu_threads
@@ -101,7 +102,7 @@ def run(settings: Settings) -> dict[str, Any]:
     """Load the encoder, track every OTB target, evaluate OPE; write ``results.json``,
     ``boxes/`` and plots to ``settings.out``; return the ``results.json`` content. A second
     process on the same ``out`` is refused (``runlock``)."""
-    with run_lock(settings.out, "constcl eval track"):
+    with run_lock(settings.out, "constcl eval track"), writing(settings.out, WRITE_ERRNOS):
         return _run(settings)
 
 
