@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from constcl.data.augment import random_crop_flip, to_model_range
+from constcl.data.dataset import record_bad
 from constcl.data.decode import VideoError, decode_frames, probe
 from constcl.eval.classify.data import VideoSplits
 from constcl.eval.classify.scoring import video_accuracy
@@ -71,10 +74,14 @@ class FineTuneNet(nn.Module):
 class RandomClipVideos(Dataset):
     """Video ``i`` -> one augmented training clip, float ``(3, T, S, S)`` in [-1, 1], and its
     label; ``None`` when the video cannot be decoded. Randomness comes from
-    ``default_rng([seed, epoch, i])`` (independent of worker count and order)."""
+    ``default_rng([seed, epoch, i])`` (independent of worker count and order). A bad video is
+    logged once, not once per epoch: the record in ``bad_dir`` is created exclusively by
+    whichever worker process meets it first (``data.dataset.record_bad``)."""
 
-    def __init__(self, paths: list[str], labels: list[int], spec: ViewSpec, seed: int) -> None:
+    def __init__(self, paths: list[str], labels: list[int], spec: ViewSpec, seed: int,
+                 bad_dir: str | Path) -> None:
         self.paths, self.labels, self.spec, self.seed = paths, labels, spec, seed
+        self.bad_dir = Path(bad_dir)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -89,7 +96,7 @@ class RandomClipVideos(Dataset):
             indices = clamped_clip_indices(start, s.frames, s.stride, length)
             frames = decode_frames(self.paths[index], indices, short_side=s.size)
         except VideoError as err:
-            log.warning("skipping undecodable video: %s", err)
+            record_bad(self.bad_dir / f"{index}.txt", self.paths[index], err.reason)
             return None
         clip, _ = random_crop_flip(frames, s.size, rng)
         return to_model_range(clip), self.labels[index]
@@ -147,9 +154,11 @@ def run_finetune(backbone: R3D, splits: VideoSplits, train_spec: ViewSpec,
     raise :class:`NonFiniteError` naming ``checkpoint``."""
     torch.manual_seed(args.seed)
     model = FineTuneNet(backbone, len(splits.classes)).to(device)
-    train = RandomClipVideos([str(i.path) for i in splits.train],
-                             [int(i.label) for i in splits.train], train_spec, args.seed)
-    history = _train(model, train, args, device)
+    with tempfile.TemporaryDirectory(prefix="constcl-bad-") as bad_dir:
+        train = RandomClipVideos([str(i.path) for i in splits.train],
+                                 [int(i.label) for i in splits.train], train_spec, args.seed,
+                                 bad_dir)
+        history = _train(model, train, args, device)
     check_finite_weights(model, task="classify", checkpoint=checkpoint,
                          what="the fine-tuned network's weights",
                          hint=f"fine-tuning diverged: try a lower --lr than {args.lr}")

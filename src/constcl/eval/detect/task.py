@@ -162,14 +162,17 @@ def encode_key_frames(net: R3D, data: KeyFrameClips, boxes: list[np.ndarray],
         buffer.clear()
 
     loader = DataLoader(data, batch_size=None, num_workers=workers, collate_fn=identity_collate)
+    skipped: dict[str, list] = {}  # video -> [key frames skipped, first error]: one warning each
     for item in tqdm(loader, desc=desc, unit="key frame", leave=False):
         if item["error"]:
-            log.warning("skipping key frame %s: %s", data.keys[item["index"]], item["error"])
+            skipped.setdefault(data.keys[item["index"]][0], [0, item["error"]])[0] += 1
             continue
         if buffer and (item["clip"].shape != buffer[0]["clip"].shape or len(buffer) >= batch_size):
             flush()
         buffer.append(item)
     flush()
+    for vid, (count, error) in skipped.items():
+        log.warning("skipping %d key frame(s) of video %s: %s", count, vid, error)
     return {"features": feats, "valid": valid}
 
 
