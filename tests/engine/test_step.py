@@ -103,7 +103,8 @@ def test_fp16_is_not_a_precision():
 
 class Small(nn.Module):
     """A linear layer and a bias-free one (decayed and not decayed groups); ``poison`` scales
-    the loss (NaN: non-finite loss) and ``grad_poison`` only the gradient (Inf: finite loss,
+    the loss (NaN: non-finite loss and gradient), ``offset`` is added to it (NaN: non-finite
+    loss, finite gradient) and ``grad_poison`` scales only the gradient (Inf: finite loss,
     non-finite gradient)."""
 
     def __init__(self) -> None:
@@ -112,9 +113,9 @@ class Small(nn.Module):
         self.a = nn.Linear(4, 3)
         self.b = nn.Linear(3, 2, bias=False)
 
-    def forward(self, x, poison, grad_poison):
+    def forward(self, x, poison, grad_poison, offset):
         h = _ScaleGrad.apply(self.b(torch.tanh(self.a(x))), grad_poison)
-        loss = h.pow(2).mean() * poison
+        loss = h.pow(2).mean() * poison + offset
         return {"loss": loss, "h_mean": h.detach().mean(), "x_sum": x.sum()}
 
 
@@ -129,9 +130,10 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.factor, None
 
 
-def _batch(seed, poison=1.0, grad_poison=1.0):
+def _batch(seed, poison=1.0, grad_poison=1.0, offset=0.0):
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(seed))
-    return {"x": x, "poison": torch.tensor(poison), "grad_poison": torch.tensor(grad_poison)}
+    return {"x": x, "poison": torch.tensor(poison), "grad_poison": torch.tensor(grad_poison),
+            "offset": torch.tensor(offset)}
 
 
 def _run(optimizer_name, schedule, clip=0.0):
@@ -151,7 +153,7 @@ def _state(model, opt):
 
 @pytest.mark.parametrize("optimizer_name", ["sgd", "lars"])
 @pytest.mark.parametrize("bad", [{"poison": float("nan")}, {"grad_poison": float("inf")},
-                                 {"poison": float("inf")}])
+                                 {"poison": float("inf")}, {"offset": float("nan")}])
 def test_a_non_finite_step_mid_interval_changes_nothing(optimizer_name, bad):
     """Three steps with the second non-finite (in its second micro-batch) end with the weights
     and momentum buffers of the two finite steps alone, bit for bit; the skipped step's
