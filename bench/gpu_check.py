@@ -58,8 +58,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", default="", help="synthetic world and run folder "
                    "(default: /tmp/constcl-gpu-check)")
     p.add_argument("--part-timeout", type=int, default=0,
-                   help="seconds per part (0: 300 on a GPU, 120 in smoke)")
+                   help="seconds per part at most (0: 300 on a GPU, 120 in smoke)")
+    p.add_argument("--budget", type=int, default=-1,
+                   help="seconds for the whole call (-1: 540 on a GPU, none in smoke); a part "
+                        "gets at most what is left, so the JSON is always written")
     return p.parse_args(argv)
+
+
+class Clock:
+    """Per-part time limits within the call's budget."""
+
+    def __init__(self, per_part: int, budget: int) -> None:
+        self.per_part, self.budget, self.started = per_part, budget, time.time()
+
+    def limit(self) -> int:
+        if self.budget <= 0:
+            return self.per_part
+        left = self.budget - (time.time() - self.started)
+        return max(1, min(self.per_part, int(left)))
 
 
 def run_part(name: str, cmd: list[str], timeout: int, log_dir: Path) -> tuple[int, str]:
@@ -96,7 +112,7 @@ def last_json_line(text: str) -> dict | None:
     return None
 
 
-def anchor_part(args: argparse.Namespace, out: Path, timeout: int) -> dict:
+def anchor_part(args: argparse.Namespace, out: Path, clock: Clock) -> dict:
     """The anchor's best variant: clips/s, TFLOP/s, peak GiB (from its anchor_r3d.json)."""
     if args.anchor_json:
         return read_anchor(Path(args.anchor_json))
@@ -108,7 +124,7 @@ def anchor_part(args: argparse.Namespace, out: Path, timeout: int) -> dict:
                          f"; the ../shared folder does not travel to a device machine: copy "
                          f"it into .devcarry/ and carry that)"}
     code, _ = run_part("anchor", [sys.executable, script, "--only", "best", "--out", str(out)],
-                       timeout, out)
+                       clock.limit(), out)
     found = read_anchor(out / "anchor_r3d.json")
     if code != 0:
         found.setdefault("error", f"exit {code} (see anchor.log)")
@@ -128,7 +144,7 @@ def read_anchor(path: Path) -> dict:
             "info": data.get("info")}
 
 
-def step_part(args: argparse.Namespace, out: Path, timeout: int) -> list[dict]:
+def step_part(args: argparse.Namespace, out: Path, clock: Clock) -> list[dict]:
     """The full ConST-CL step, eager and compiled (bench/train_throughput.py)."""
     s = SMOKE if args.smoke else PAPER
     base = [sys.executable, "bench/train_throughput.py", "--model", s["model"],
@@ -144,7 +160,7 @@ def step_part(args: argparse.Namespace, out: Path, timeout: int) -> list[dict]:
         name = "step_compiled" if compiled else "step_eager"
         cmd = base + (["--compile"] + (["--compile-backend", "eager"] if args.smoke else [])
                       if compiled else [])
-        code, text = run_part(name, cmd, timeout, out)
+        code, text = run_part(name, cmd, clock.limit(), out)
         row = last_json_line(text) or {}
         row["name"] = name
         if code != 0 or "clips_per_s" not in row:
@@ -153,7 +169,7 @@ def step_part(args: argparse.Namespace, out: Path, timeout: int) -> list[dict]:
     return rows
 
 
-def pretrain_part(args: argparse.Namespace, out: Path, timeout: int) -> dict:
+def pretrain_part(args: argparse.Namespace, out: Path, clock: Clock) -> dict:
     """A short ``constcl pretrain`` on the synthetic world; clips/s and data wait."""
     s = SMOKE if args.smoke else PAPER
     steps = args.steps or (4 if args.smoke else 200)
@@ -175,7 +191,7 @@ def pretrain_part(args: argparse.Namespace, out: Path, timeout: int) -> dict:
         overrides += ["train.precision=bf16", "train.channels_last=true"]
     started = time.time()
     code, text = run_part("pretrain", [sys.executable, "-m", "constcl", "pretrain", *overrides],
-                          timeout, out)
+                          clock.limit(), out)
     metrics = work / "runs" / run_name / "metrics.jsonl"
     lines = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.is_file() else []
     result = {"steps": steps, "workers": workers, "wall_s": round(time.time() - started, 1),
@@ -234,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    timeout = args.part_timeout or (120 if args.smoke else 300)
+    clock = Clock(args.part_timeout or (120 if args.smoke else 300),
+                  args.budget if args.budget >= 0 else (0 if args.smoke else 540))
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - {"anchor", "step", "pretrain"}
     if unknown:
@@ -252,11 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[gpu_check] {results['device']}, torch {results['torch']}, CUDA {results['cuda']}",
           flush=True)
     if "anchor" in parts:
-        results["anchor"] = anchor_part(args, out, timeout)
+        results["anchor"] = anchor_part(args, out, clock)
     if "step" in parts:
-        results["step"] = step_part(args, out, timeout)
+        results["step"] = step_part(args, out, clock)
     if "pretrain" in parts:
-        results["pretrain"] = pretrain_part(args, out, timeout)
+        results["pretrain"] = pretrain_part(args, out, clock)
     results["table"] = summary_rows(results)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))
     print_table(results["table"])
