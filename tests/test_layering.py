@@ -13,7 +13,7 @@ from pathlib import Path
 import constcl
 
 SRC = Path(constcl.__file__).parent
-LIBRARY_PACKAGES = ("models", "losses", "data", "engine", "eval", "convert")
+LIBRARY_PACKAGES = ("models", "losses", "data", "engine", "eval", "convert", "features")
 COMMAND_MODULES = ("constcl.commands", "constcl.cli")
 
 # Files that still import the command layer, relative to src/constcl.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 from safetensors import SafetensorError
 
 __all__ = ["ConstclError", "DataFileError", "EXPECTED_ERRORS", "NonFiniteError",
-           "OutputError", "torch_load_reason", "user_message", "writing"]
+           "OutputError", "new_file_mode", "torch_load_reason", "user_message", "writing"]
 
 
 class ConstclError(Exception):
@@ -132,3 +133,11 @@ def user_message(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in message:
         message = f"{message}: {err.filename}"
     return message or type(err).__name__
+
+
+def new_file_mode() -> int:
+    """0666 minus this process's umask: the mode ``open()`` gives a new file. Writers that
+    create files 0600 (safetensors' ``save_file``) chmod to it, so weight files can be shared."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

@@ -189,3 +189,15 @@ def test_input_norm_travels_with_the_export(tmp_path, clip):
                                                      branch="global", input_norm=norm, seed=0))
            for norm in (None, "none", "clip")}
     assert ids[None] == ids["none"] != ids["clip"]
+
+
+def test_export_file_mode_follows_the_umask_not_safetensors_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = export_backbone(trained_model(), tmp_path / "backbone.safetensors",
+                               config_of("constcl", "y"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

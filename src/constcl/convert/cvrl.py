@@ -47,7 +47,7 @@ import torch
 from safetensors.torch import save_file
 
 from constcl.convert.tf_bundle import TensorBundle, checkpoints_in, find_checkpoint, is_archive
-from constcl.errors import ConstclError
+from constcl.errors import ConstclError, new_file_mode
 from constcl.models.r3d import SPECS, STAGE_NAMES, R3DSpec, build_backbone
 
 __all__ = ["NAME_TABLE", "ConvertSettings", "convert_cvrl", "map_variables"]
@@ -327,16 +327,9 @@ def convert_cvrl(settings: ConvertSettings) -> dict[str, object]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(export_tensors(mapped.state), str(tmp), metadata=meta)
-    os.chmod(tmp, _file_mode())  # safetensors creates its file 0600; a weight file is shared
+    os.chmod(tmp, new_file_mode())  # safetensors creates its file 0600; a weight file is shared
     tmp.replace(out)
     return {"out": str(out), "backbone": mapped.backbone,
             "converted": len(mapped.source_names), "head_skipped": len(mapped.head_variables),
             "ignored": len(mapped.ignored_variables), "checkpoint_name": prefix.name,
             "candidates": [p.name for p in found]}
-
-
-def _file_mode() -> int:
-    """0666 minus this process's umask: the mode ``open()`` would give a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask

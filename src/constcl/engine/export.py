@@ -9,12 +9,13 @@ name, variant, local source, input normalisation, convolution padding (``models.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from constcl.errors import writing
+from constcl.errors import new_file_mode, writing
 from constcl.models import ConSTCL
 
 
@@ -41,6 +42,7 @@ def export_backbone(model: ConSTCL, path: str | Path, config: dict) -> Path:
     try:
         with writing(path):  # a full disk or size limit names the file
             save_file(backbone_tensors(model), str(tmp), metadata=meta)
+            os.chmod(tmp, new_file_mode())  # save_file creates it 0600; weights are shared
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
