@@ -249,3 +249,17 @@ def test_clipping_without_a_host_read_clips_like_by_hand():
     # momentum 0.9 * (0, 0, 1) + clipped gradient (0.6, 0.8, 0); clipping scales by
     # max_norm / (norm + 1e-6)
     assert model.w.tolist() == pytest.approx([1 - 0.6, 1 - 0.8, 1 - 0.9], abs=1e-5)
+
+
+def test_too_many_bad_steps_stop_before_a_checkpoint_between_log_steps(world, tmp_path):
+    """With reads only at log steps, the guard is also read before a checkpoint that falls
+    between them: the run stops there and does not save that checkpoint."""
+    from constcl.engine import checkpoint as ckpt
+
+    overrides = tiny_overrides(world, tmp_path, "diverge", steps=20)
+    cfg = load_config(None, overrides + ["optim.base_lr=1e37", "optim.warmup_steps=0",
+                                         "train.max_bad_steps=2", "train.log_every=10",
+                                         "train.checkpoint_every=3"])
+    with pytest.raises(TooManyBadSteps, match=r"2 consecutive steps .* noticed at step 3\)"):
+        pretrain(cfg)
+    assert ckpt.list_checkpoints(tmp_path / "diverge") == []

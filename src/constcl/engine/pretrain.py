@@ -515,7 +515,7 @@ def _log_interval(cfg: Config, parts: LoopParts, step: int, means: dict[str, tor
             f"step {step}: {counts['skipped']} of the last {interval.steps} steps skipped for a "
             f"NaN/Inf loss or gradient (the last at step {counts['last']}; "
             f"{counts['in_row']} in a row now)")
-    _check_skips(cfg, guard, {f"guard_{k}": v for k, v in counts.items()}, step)
+    _check_skips(cfg, guard, counts, step)
     guard.new_interval()
     clips = 2 * cfg.train.batch_size * cfg.optim.accumulation_steps * dist.world_size()
     metrics = {k: read[k] for k in sorted(means) if k in read}
@@ -527,8 +527,9 @@ def _log_interval(cfg: Config, parts: LoopParts, step: int, means: dict[str, tor
 
 
 def _check_skips(cfg: Config, guard: SkipGuard, read: dict[str, float], step: int) -> None:
-    """Raise TooManyBadSteps when the guard's counters (as read) show the limit was reached."""
-    limit_step = int(read["guard_limit_step"])
+    """Raise TooManyBadSteps when the guard's counters (``guard.values`` as read on the host)
+    show that the limit was reached."""
+    limit_step = int(read["limit_step"])
     if limit_step:
         raise TooManyBadSteps(
             f"{guard.limit} consecutive steps had a NaN/Inf loss or gradient (the last of them "
