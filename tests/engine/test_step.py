@@ -263,3 +263,28 @@ def test_too_many_bad_steps_stop_before_a_checkpoint_between_log_steps(world, tm
     with pytest.raises(TooManyBadSteps, match=r"2 consecutive steps .* noticed at step 3\)"):
         pretrain(cfg)
     assert ckpt.list_checkpoints(tmp_path / "diverge") == []
+
+
+def test_an_interval_with_skipped_steps_logs_the_mean_of_its_applied_steps(world, tmp_path,
+                                                                          caplog):
+    """A diverging run (step 1 applied, then NaN losses): the line of a 5-step interval holds
+    the applied step's metrics (as a run logging every step shows them), and one message
+    counts the skipped steps."""
+    import json
+
+    lines = {}
+    for log_every in (1, 5):
+        cfg = load_config(None, tiny_overrides(world, tmp_path, f"every{log_every}", steps=5) + [
+            "optim.base_lr=1e37", "optim.warmup_steps=0", "train.max_bad_steps=100",
+            f"train.log_every={log_every}", "train.checkpoint_every=100"])
+        with caplog.at_level("INFO", logger="constcl.train"):
+            run_dir = pretrain(cfg)
+        lines[log_every] = [json.loads(x) for x in
+                            (run_dir / "metrics.jsonl").read_text().splitlines()]
+    every_step, interval = lines[1], lines[5]
+    assert [r["step"] for r in interval] == [5]
+    assert "loss" in every_step[0] and all("loss" not in r for r in every_step[1:])
+    for key in ("loss", "loss_global", "global_accuracy", "global_entropy"):
+        assert interval[0][key] == pytest.approx(every_step[0][key], rel=1e-9), key
+    assert "step 5: 4 of the last 5 steps skipped for a NaN/Inf loss or gradient (the last at " \
+           "step 5; 4 in a row now)" in caplog.messages
