@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import logging
 import math
@@ -141,25 +142,31 @@ class Terminated(BaseException):
     are released and temporary files removed, then :func:`main` exits with 128 + 15."""
 
 
-def _on_sigterm(main_pid: int):
+def _on_sigterm(main_pid: int, saved: dict[str, object]):
     def handler(signum: int, frame: object) -> None:
-        if os.getpid() != main_pid:  # a forked worker inherited this handler: die quietly
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
+        if os.getpid() != main_pid:
+            # a forked worker (DataLoader, process pool) inherited this handler: leave quietly.
+            # Exit status 0, since a worker killed by a signal makes PyTorch's SIGCHLD handler
+            # raise "DataLoader worker ... is killed by signal" in the main process while it
+            # unwinds; the main process reports the SIGTERM.
+            os._exit(0)
+        # Workers killed by the same SIGTERM (sent to the process group) must not make that
+        # SIGCHLD handler raise while this process unwinds: the exit is already on its way.
+        saved.setdefault("sigchld", signal.signal(signal.SIGCHLD, signal.SIG_DFL))
         raise Terminated()
 
     return handler
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
+def _sigterm_unwinds(saved: dict[str, object]) -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread (restored after,
-    so that ``main`` called from other code leaves no handler behind)."""
+    so that ``main`` called from other code leaves no handler behind; the SIGCHLD handler the
+    SIGTERM put aside is restored by :func:`main` once the unwinding is over)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid(), saved))
     try:
         yield
     finally:
@@ -190,18 +197,23 @@ def main(argv: list[str] | None = None) -> int:
                                     datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         handlers=[handler])
+    saved: dict[str, object] = {}
     try:
-        with _sigterm_unwinds():
+        with _sigterm_unwinds(saved):
             return _dispatch(parser, args)
     except Terminated:
-        report_error("stopped by SIGTERM (outputs written so far are kept; running the same "
-                     "command again resumes where the command supports it)")
-        return 128 + signal.SIGTERM
+        pass  # below, once the traceback and the DataLoader iterators it holds are gone
     except Exception as err:
         if not _is_expected(err) or _debug_requested(args):
             raise
         report_error(user_message(err))
         return 2
+    gc.collect()  # shuts the workers down while SIGCHLD is still quiet
+    if saved.get("sigchld") is not None:
+        signal.signal(signal.SIGCHLD, saved["sigchld"])
+    report_error("stopped by SIGTERM (outputs written so far are kept; running the same "
+                 "command again resumes where the command supports it)")
+    return 128 + signal.SIGTERM
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
