@@ -18,6 +18,18 @@ accuracy of each descriptor over all videos (view a only); chance is 1 / classes
 
     python bench/world_audit.py --world ~/.cache/constcl/synthetic/n200-s128 --size 112
     python bench/world_audit.py --videos 200 --seed 0 --out /tmp/audit   # generate first
+
+``--local-sets DIR [DIR ...]`` audits tracking sets instead (each DIR holds ``otb/``: the world
+for its v2 set, or a ``local_v3-*`` folder of ``constcl bench``): it tracks every OTB target
+with low-level cues alone and prints their OPE precision@20 and success AUC, so the table says
+which cue still solves which set (docs/synthetic_world.md, "Local sets v3"):
+
+* ``pixels``: normalised cross-correlation of the first frame's RGB template, searched in a
+  window of twice the box around the last position (the box keeps its first size);
+* ``colour``: the box-sized window whose mean colour is closest to the first frame's target;
+* ``stay``: the first frame's box in every frame (the prior of a tracker that never moves).
+
+    python bench/world_audit.py --local-sets W/world-n500-s0 W/local_v3-n64-s0
 """
 
 from __future__ import annotations
@@ -71,6 +83,74 @@ def net_descriptor(net, x: torch.Tensor) -> torch.Tensor:
     return net(to_model_range(x, max_value=1.0))  # pooled res5
 
 
+def _ncc_map(search: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """Normalised cross-correlation of a (3, th, tw) template over a (3, H, W) window:
+    (H - th + 1, W - tw + 1), in [-1, 1] (0 where the window is flat)."""
+    t = template - template.mean()
+    t = t / t.norm().clamp_min(1e-6)
+    ones = torch.ones_like(template)[None]
+    num = F.conv2d(search[None], t[None])[0, 0]
+    n = template.numel()
+    mean = F.conv2d(search[None], ones)[0, 0] / n
+    sq = F.conv2d(search[None] ** 2, ones)[0, 0]
+    std = (sq - n * mean ** 2).clamp_min(0).sqrt()
+    return num / std.clamp_min(1e-3)
+
+
+def _colour_map(search: torch.Tensor, colour: torch.Tensor, th: int, tw: int) -> torch.Tensor:
+    """Minus the distance between each (th, tw) window's mean colour and ``colour`` (3,)."""
+    means = F.avg_pool2d(search[None], (th, tw), stride=1)[0]
+    return -(means - colour[:, None, None]).norm(dim=0)
+
+
+def track_low_level(frames: list[Path], box0: np.ndarray, cue: str) -> np.ndarray:
+    """(T, 4) x, y, w, h boxes of one low-level tracker (``pixels``, ``colour`` or ``stay``)."""
+    from PIL import Image
+
+    boxes = np.repeat(box0[None].astype(np.float64), len(frames), axis=0)
+    if cue == "stay":
+        return boxes
+    images = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32)
+                               ).permute(2, 0, 1) / 255 for f in frames]
+    _, height, width = images[0].shape
+    x, y = box0[0] - 1, box0[1] - 1
+    tw, th = max(int(round(box0[2])), 2), max(int(round(box0[3])), 2)
+    x0, y0 = int(round(x)), int(round(y))
+    template = images[0][:, y0:y0 + th, x0:x0 + tw]
+    colour = template.mean(dim=(1, 2))
+    for t in range(1, len(frames)):
+        sx0, sy0 = max(0, int(x - tw / 2)), max(0, int(y - th / 2))
+        sx1, sy1 = min(width, int(x + 1.5 * tw) + 1), min(height, int(y + 1.5 * th) + 1)
+        window = images[t][:, sy0:sy1, sx0:sx1]
+        if window.shape[1] < th or window.shape[2] < tw:
+            boxes[t] = (x + 1, y + 1, tw, th)
+            continue
+        score = _ncc_map(window, template) if cue == "pixels" else \
+            _colour_map(window, colour, th, tw)
+        dy, dx = divmod(int(score.argmax()), score.shape[1])
+        x, y = sx0 + dx, sy0 + dy
+        boxes[t] = (x + 1, y + 1, tw, th)
+    return boxes
+
+
+def audit_tracking(roots: list[Path]) -> dict:
+    """Low-level trackers on the OTB set of every root: {root: {cue: (precision@20, AUC)}}."""
+    from constcl.eval.metrics.tracking import evaluate_ope
+    from constcl.eval.track.data import load_sequences
+
+    out = {}
+    for root in roots:
+        seqs = load_sequences(Path(root) / "otb")
+        gt = {s.name: s.boxes for s in seqs}
+        row = {}
+        for cue in ("pixels", "colour", "stay"):
+            pred = {s.name: track_low_level(s.frames, s.boxes[0], cue) for s in seqs}
+            _, avg = evaluate_ope(pred, gt)
+            row[cue] = {"precision_20": avg.precision_score, "success_auc": avg.success_score}
+        out[str(root)] = {"sequences": len(seqs), "cues": row}
+    return out
+
+
 def zscore(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     both = torch.cat([a, b])
     mu, sd = both.mean(0), both.std(0).add(1e-6)
@@ -90,7 +170,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--backbone", default="r3d_small")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--local-sets", type=Path, nargs="+",
+                   help="audit these tracking sets (folders with otb/) instead")
     args = p.parse_args(argv)
+    if args.local_sets:
+        began = time.time()
+        results = audit_tracking(args.local_sets)
+        lines = ["| set | OTB targets | cue | precision@20 % | success AUC % |",
+                 "|---|---|---|---|---|"]
+        for root, r in results.items():
+            for cue, v in r["cues"].items():
+                lines.append(f"| {root} | {r['sequences']} | {cue} | "
+                             f"{100 * v['precision_20']:.1f} | {100 * v['success_auc']:.1f} |")
+        print("\n".join(lines) + f"\n({time.time() - began:.0f} s)")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return results
     torch.manual_seed(0)
     world = args.world
     if world is None:
