@@ -288,3 +288,46 @@ def test_an_interval_with_skipped_steps_logs_the_mean_of_its_applied_steps(world
         assert interval[0][key] == pytest.approx(every_step[0][key], rel=1e-9), key
     assert "step 5: 4 of the last 5 steps skipped for a NaN/Inf loss or gradient (the last at " \
            "step 5; 4 in a row now)" in caplog.messages
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "lars"])
+def test_masked_step_when_ok_is_the_plain_step(optimizer_name):
+    """step(ok=True) of MaskedSGD / LARS equals their plain step (torch's SGD for sgd) to the
+    last bits (a product and a sum instead of torch's add with alpha); step(ok=False) changes
+    nothing."""
+    from constcl.engine.optim import build_optimizer
+
+    results = []
+    for ok in (None, torch.tensor(True), torch.tensor(False)):
+        model = Small()
+        opt = build_optimizer(model, optimizer_name, lr=0.5, momentum=0.9, weight_decay=0.01)
+        for seed in (1, 2):
+            opt.zero_grad()
+            model(**_batch(seed))["loss"].backward()
+            opt.step() if ok is None else opt.step(ok=ok)
+        results.append(_state(model, opt))
+    plain, masked, skipped = results
+    for a, b in zip(plain[0] + plain[1], masked[0] + masked[1], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+    assert all(torch.equal(w, p) for w, p in zip(skipped[0], Small().parameters(), strict=True))
+    assert all(not b.any() for b in skipped[1])
+
+
+def test_other_optimisers_are_restored_from_a_snapshot():
+    """An optimiser without step(ok=...) (torch's Adam): a NaN step after the first leaves its
+    parameters and every state tensor (step count, both moments) as they were."""
+    model = Small()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    step = TrainStep(model, opt, "fp32", "cpu")
+    step([_batch(1)], lr=0.1)
+
+    def snapshot():
+        return ([p.detach().clone() for p in model.parameters()],
+                [v.clone() for p in model.parameters() for v in opt.state[p].values()])
+
+    before = snapshot()
+    assert step([_batch(2, offset=float("nan"))], lr=0.1).skipped
+    for got, want in zip(snapshot(), before, strict=True):
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    step([_batch(3)], lr=0.1)
+    assert all(int(v["step"]) == 2 for v in opt.state.values())

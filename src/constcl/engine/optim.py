@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from constcl.engine.lars import LARS
+from constcl.engine.lars import LARS, masked_momentum_step
 
 OPTIMIZERS = ("sgd", "lars")
 
@@ -78,7 +78,8 @@ def param_groups(model: nn.Module, weight_decay: float, local_lr_scale: float = 
 def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
                     weight_decay: float, lars_eta: float = 0.001,
                     local_lr_scale: float = 1.0) -> torch.optim.Optimizer:
-    """``sgd`` (momentum) or ``lars`` over :func:`param_groups`."""
+    """``sgd`` (momentum, :class:`MaskedSGD`) or ``lars`` over :func:`param_groups`, with
+    their momentum buffers created (:func:`init_momentum_buffers`)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer name {name!r} is unknown; allowed: {list(OPTIMIZERS)}")
     groups = param_groups(model, weight_decay, local_lr_scale, name)
@@ -87,11 +88,46 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude")
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        optimizer = MaskedSGD(groups, lr=lr, momentum=momentum)
     else:
         optimizer = LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
     init_momentum_buffers(optimizer)
     return optimizer
+
+
+class MaskedSGD(torch.optim.SGD):
+    """``torch.optim.SGD`` whose step can be skipped on the device: ``step(ok=flag)`` applies
+    momentum SGD with weight decay only where the 0-dim bool tensor ``flag`` is true and leaves
+    parameters and momentum buffers exactly as they were otherwise, without reading ``flag`` on
+    the host (``lars.masked_momentum_step``; every buffer must exist). Without ``ok`` it is
+    torch's SGD step. The masked step rounds ``p - lr * buf`` as a product then a sum, which can
+    differ from torch's fused form in the last bit.
+    """
+
+    supports_ok_mask = True
+
+    @torch.no_grad()
+    def step(self, closure=None, ok: torch.Tensor | None = None):
+        if ok is None:
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["nesterov"] or group["dampening"] or group["maximize"]:
+                raise ValueError("MaskedSGD.step(ok=...) supports plain momentum only "
+                                 "(no nesterov, dampening or maximize)")
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]  # weight decay added in place, as clipping does
+            if group["weight_decay"]:
+                torch._foreach_add_(grads, params, alpha=group["weight_decay"])
+            masked_momentum_step(params, grads,
+                                 [self.state[p].get("momentum_buffer") for p in params],
+                                 group["momentum"], group["lr"], ok)
+        return loss
 
 
 def init_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
@@ -99,8 +135,8 @@ def init_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
 
     SGD and LARS would create it in their first step as a copy of the first update; a zero
     buffer gives the same first step bit for bit (``0 * momentum + u = u``). With the state in
-    place before the first step, ``engine.step.TrainStep`` can undo a skipped step on the
-    device (including the first one) instead of reading its non-finite flag on the host.
+    place before the first step, ``engine.step.TrainStep`` can skip a step on the device
+    (including the first one) instead of reading its non-finite flag on the host.
     """
     for group in optimizer.param_groups:
         for p in group["params"]:

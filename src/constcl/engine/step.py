@@ -14,9 +14,12 @@ queue the next step's kernels while this one runs. The skip decision works like
   collective for the flag;
 * ``ok = isfinite(global gradient norm)`` (this also catches a finite loss with an overflowing
   gradient);
-* the optimiser steps unconditionally and every tensor it changed (parameters and the tensors
-  of its state, e.g. momentum buffers) is put back with ``torch.where(ok, new, old)``, so a
-  skipped step changes no weight and no optimiser state, exactly as if it had not run.
+* the optimiser's update is made conditional on ``ok`` on the device: the project's optimisers
+  (``optim.MaskedSGD``, ``lars.LARS``) take ``step(ok=...)`` and turn a skipped step into a
+  no-op in the same kernels; any other optimiser steps unconditionally and every tensor it
+  changed (parameters and its state tensors) is put back with ``torch.where(ok, new, old)``
+  from a snapshot. Either way a skipped step changes no weight and no optimiser state, exactly
+  as if it had not run.
 
 An optimiser whose state is created lazily in its first step (``torch.optim.SGD`` built by
 hand) cannot have that creation undone on the device; for such a step the flag is read on the
@@ -115,11 +118,14 @@ class TrainStep:
 
     @torch.no_grad()
     def _guarded_update(self, params: list[torch.Tensor], ok: torch.Tensor) -> None:
-        """``optimizer.step()`` whose effects are undone on the device unless ``ok``."""
+        """``optimizer.step()`` that changes nothing unless ``ok``, decided on the device."""
         state = self.optimizer.state
         if any(p not in state or not state[p] for p in params):  # state would be created now
             if bool(ok):  # a host read, only in an optimiser's first step (see module doc)
                 self.optimizer.step()
+            return
+        if getattr(self.optimizer, "supports_ok_mask", False):
+            self.optimizer.step(ok=ok)
             return
         entries = [(state[p], key) for p in params for key, value in state[p].items()
                    if isinstance(value, torch.Tensor)]
