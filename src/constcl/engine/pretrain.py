@@ -189,10 +189,11 @@ def pretrain(cfg: Config) -> Path:
     """
     joined = not dist.is_initialized() and dist.init_from_env()
     try:
+        run_dir = run_folder(cfg)  # a collective under torchrun: every rank calls it
         # one process per run folder (rank 0 holds it for the whole group): runlock.py
-        with run_lock(run_folder(cfg), "constcl pretrain") if dist.is_main() \
+        with run_lock(run_dir, "constcl pretrain") if dist.is_main() \
                 else contextlib.nullcontext():
-            run_dir = _pretrain(cfg)
+            _pretrain(cfg, run_dir)
     except BaseException:
         if joined:  # no barrier: the other ranks may never reach it
             dist.shutdown(wait=False)
@@ -202,13 +203,12 @@ def pretrain(cfg: Config) -> Path:
     return run_dir
 
 
-def _pretrain(cfg: Config) -> Path:
-    """:func:`pretrain` inside the process group (or without one)."""
+def _pretrain(cfg: Config, run_dir: Path) -> Path:
+    """:func:`pretrain` inside the process group (or without one), in ``run_dir``."""
     # ---- set-up
     _quiet_other_ranks()
     device = setup_device(cfg)
     seed_everything(cfg.train.seed + dist.rank(), cfg.train.deterministic)
-    run_dir = run_folder(cfg)
     videos = training_videos(cfg)  # data errors stop the run before its folder is touched
     if cfg.model.variant == "supervised":
         resolve_num_classes(cfg, videos)
