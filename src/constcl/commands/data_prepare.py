@@ -2,7 +2,10 @@
 
 The work is :func:`constcl.data.prepare.prepare` (what is written, how a rerun resumes, what
 happens to bad inputs). Exit code 0 when the run finished, bad inputs included (they are listed in
-``OUT/report.json``); 2 when SRC or OUT is unusable, printed as one ``constcl: error:`` line.
+``OUT/report.json``); 2 when SRC or OUT is unusable (OUT inside SRC or the reverse, OUT in use by
+another process, OUT that cannot be written: disk full, file-size limit, permissions), printed
+as one ``constcl: error:`` line; an output fault records nothing against the source, so the
+same command completes every video once it is fixed.
 """
 
 from __future__ import annotations
