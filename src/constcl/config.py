@@ -42,21 +42,23 @@ class DataConfig:
     synth_size: int = 128
     """Frame side of the synthetic videos in pixels."""
     clip_frames: int = 16
-    """Frames per clip (SPEC: 16). The res5 map has clip_frames / 2 frames."""
+    """Frames per clip (docs/spec.md section 1: 16). The res5 map has clip_frames / 2 frames."""
     frame_stride: int = 2
-    """Temporal stride between clip frames (SPEC: 2)."""
+    """Temporal stride between clip frames (docs/spec.md section 1: 2)."""
     size: int = 224
-    """Crop side in pixels (SPEC: 224)."""
+    """Crop side in pixels (docs/spec.md section 1: 224)."""
     short_side: int = 0
     """Resize frames so their short side is this while decoding (0: keep). Large videos decode
     and crop faster with e.g. 256."""
     num_regions: int = 8
     """K boxes per view."""
     color_strength: float = 1.0
-    """Scale of the colour-jitter strengths (1.0 = SPEC: brightness, contrast, saturation 0.8,
-    hue 0.2). Lower it when the global loss stays at chance on small crops or simple videos."""
+    """Scale of the colour-jitter strengths (1.0 = docs/spec.md section 1: brightness,
+    contrast, saturation 0.8, hue 0.2). Lower it when the global loss stays at chance on small
+    crops or simple videos."""
     region_generator: str = "random"
-    """random (default, SPEC 1), cues (low-level image proposals) or detections (box files)."""
+    """random (default), cues (low-level image proposals) or detections (box files); see
+    docs/spec.md section 1."""
     boxes_dir: str = ""
     """Folder of per-video box files for region_generator=detections ('' = next to videos)."""
     workers: int = 4
@@ -86,15 +88,15 @@ class ModelConfig:
     local_source: str = "y"
     """What the region head reads: y (second res5), shared (the global res5) or res4."""
     embed_dim: int = 128
-    """Size of the global embedding fed to NT-Xent (SPEC: 128)."""
+    """Size of the global embedding fed to NT-Xent (docs/spec.md section 2: 128)."""
     context_length: int = 5
     """L_c context frames (odd, at most clip_frames / 2)."""
     decoder_layers: int = 3
-    """Region decoder layers (SPEC: 3)."""
+    """Region decoder layers (docs/spec.md section 2: 3)."""
     decoder_units: int = 3
-    """Independent units ("heads") per decoder layer (SPEC: 3)."""
+    """Independent units ("heads") per decoder layer (docs/spec.md section 2: 3)."""
     decoder_width: int = 128
-    """Width of each decoder unit (SPEC: 128)."""
+    """Width of each decoder unit (docs/spec.md section 2: 128)."""
     input_norm: str = "none"
     """Input normalisation before the stem: none (the paper: the [-1, 1] clip as it is) or clip
     (each clip standardised on its own: minus its per-channel mean, divided by its standard
@@ -116,18 +118,19 @@ class ModelConfig:
     zero_init_residual: bool = False
     """Zero the last BN gamma of each block; try it if large-batch training is unstable."""
     sync_bn: bool = True
-    """Synchronised BatchNorm across processes (SPEC 4). Per-GPU statistics with small
-    per-GPU batches make BN a shortcut for the contrastive task; keep it on for multi-GPU."""
+    """Synchronised BatchNorm across processes (docs/spec.md section 4). Per-GPU statistics
+    with small per-GPU batches make BN a shortcut for the contrastive task; keep it on for
+    multi-GPU."""
 
 
 @dataclass
 class LossConfig:
     global_temperature: float = 0.1
-    """NT-Xent temperature tau_g (SPEC: 0.1)."""
+    """NT-Xent temperature tau_g (docs/spec.md section 3: 0.1)."""
     region_temperature: float = 0.2
-    """Region InfoNCE temperature tau_l (SPEC: 0.2)."""
+    """Region InfoNCE temperature tau_l (docs/spec.md section 3: 0.2)."""
     global_weight: float = 1.0
-    """Weight of the global loss (SPEC: 1.0)."""
+    """Weight of the global loss (docs/spec.md section 3: 1.0)."""
     region_weight: float = 0.001
     """Weight of the region loss; the first knob an ablation sweeps."""
 
@@ -140,13 +143,13 @@ class OptimConfig:
     """Learning rate per 256 videos: lr = base_lr * global_batch / 256 (global batch counts
     accumulation steps too)."""
     momentum: float = 0.9
-    """SGD / LARS momentum (SPEC: 0.9)."""
+    """SGD / LARS momentum (docs/spec.md section 4: 0.9)."""
     weight_decay: float = 1e-6
     """L2 on conv and linear weights only (not BN, not biases)."""
     warmup_steps: int = 2500
     """Linear warm-up from 0, then cosine decay to final_lr_fraction * lr."""
     final_lr_fraction: float = 0.0
-    """The cosine ends at this fraction of the peak rate (SPEC: 0)."""
+    """The cosine ends at this fraction of the peak rate (docs/spec.md section 4: 0)."""
     clip_grad_norm: float = 0.0
     """Clip the global gradient norm to this (0: off)."""
     accumulation_steps: int = 1

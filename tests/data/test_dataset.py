@@ -79,9 +79,9 @@ def test_detection_regions_from_box_file(videos, tmp_path):
 
 
 def test_regions_come_from_each_view_s_key_frame(videos, tmp_path, monkeypatch):
-    """SPEC 1: boxes are taken on the key frame (the middle input frame, T // 2). The frame index
-    handed to the box generator must be the source frame that the view shows at T // 2, read
-    back from the pixels of the decoded view."""
+    """docs/spec.md section 1: boxes are taken on the key frame (the middle input frame,
+    T // 2). The frame index handed to the box generator must be the source frame that the
+    view shows at T // 2, read back from the pixels of the decoded view."""
     import constcl.data.dataset as dataset_module
 
     seen = []

@@ -89,7 +89,8 @@ def test_every_trained_parameter_moves(recorded_run):
     for prefix in prefixes:
         assert any(k.startswith(prefix) for k in initial), prefix
     # The attention key bias adds the same q . b_k to every logit of a query, which the
-    # softmax ignores: its gradient is exactly zero (SPEC 2 asks for the bias all the same).
+    # softmax ignores: its gradient is exactly zero (docs/spec.md section 2 asks for the bias
+    # all the same).
     inert = {k for k in initial if k.endswith(".k.bias")}
     assert inert and all(torch.equal(initial[k], final[k]) for k in inert)
     unchanged = [k for k, v in initial.items() if k not in inert and torch.equal(v, final[k])]

@@ -1,4 +1,4 @@
-"""Loop-based reference implementations of the two losses, written from SPEC section 3."""
+"""Loop-based reference implementations of the two losses, written from docs/spec.md section 3."""
 
 import math
 

@@ -1,6 +1,6 @@
 """Tests at the joints of ConSTCL: heads -> losses -> total, and the region head end to end.
 
-Every check compares the model with an independent computation written from SPEC sections 2-3:
+Every check compares the model with an independent computation from docs/spec.md sections 2-3:
 the naive loop losses of tests/losses/naive.py, a token-by-token reference of the region head
 (reading only the head's parameters), and gradient reachability of the two loss paths.
 """
@@ -146,10 +146,10 @@ def test_heads_read_the_right_maps_and_boxes(variant, local_source):
         assert not torch.allclose(local["a"], res5["a"], atol=1e-3)
 
 
-# --- the region head against a token-by-token reference of SPEC section 2 ------------------
+# --- the region head against a token-by-token reference of docs/spec.md section 2 ---------
 
 KEY_FRAME = 4  # T' = 8: index T'/2
-CONTEXT = {1: [4], 3: [2, 4, 6], 5: [2, 3, 4, 5, 6]}  # SPEC's table for T' = 8
+CONTEXT = {1: [4], 3: [2, 4, 6], 5: [2, 3, 4, 5, 6]}  # docs/spec.md section 2, T' = 8
 
 
 def linear(weight, bias, x):
@@ -216,7 +216,7 @@ def decoder_unit(layer, u, x, memory):
 
 
 def reference_head(head, fmap_a, fmap_b, boxes_a, boxes_b, reverse_context=False):
-    """z_a2b, z_b2a, h_a, h_b (B, K, C) of SPEC section 2 region head, one token at a time."""
+    """z_a2b, z_b2a, h_a, h_b (B, K, C) of the docs/spec.md section 2 head, token by token."""
     frames = CONTEXT[head.context_length]
     if reverse_context:
         frames = frames[::-1]

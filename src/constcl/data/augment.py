@@ -1,4 +1,4 @@
-"""View augmentations of SPEC section 1, each identical for every frame of a clip.
+"""View augmentations of docs/spec.md section 1, each identical for every frame of a clip.
 
 Two parts, so that batches leaving the workers stay small and the heavy pixel work runs on the
 training device:
@@ -247,7 +247,7 @@ _VIEW_DEFAULTS = {"a": {"blur_p": 1.0, "solarize_p": 0.0}, "b": {"blur_p": 0.1, 
 
 
 class PhotometricAugment(nn.Module):
-    """Batched colour augmentations of SPEC section 1; each parameter drawn once per clip.
+    """Batched colour augmentations of docs/spec.md section 1; each parameter drawn once per clip.
 
     Input (B, 3, T, H, W) uint8 in [0, 255] or float in [0, 1]; output float in [-1, 1], same
     device. Random numbers come from ``generator`` (a CPU ``torch.Generator``; per call, or the
@@ -278,11 +278,11 @@ class PhotometricAugment(nn.Module):
     @classmethod
     def for_view(cls, view: str, generator: torch.Generator | None = None,
                  color_strength: float = 1.0, crop_size: int = 224) -> PhotometricAugment:
-        """SPEC defaults: view "a" always blurs, never solarises; view "b" blurs with p 0.1 and
-        solarises with p 0.2.
+        """Defaults of docs/spec.md section 1: view "a" always blurs, never solarises; view "b"
+        blurs with p 0.1 and solarises with p 0.2.
 
         ``color_strength`` scales the jitter strengths (1.0: brightness, contrast, saturation
-        0.8 and hue 0.2). The blur sigma range 0.1-2.0 px is SPEC's for 224 px crops and is
+        0.8 and hue 0.2). The blur sigma range 0.1-2.0 px is the paper's for 224 px crops and is
         scaled by ``crop_size / 224``, so a smaller crop gets the same relative blur.
         """
         if view not in _VIEW_DEFAULTS:

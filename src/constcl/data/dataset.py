@@ -1,4 +1,4 @@
-"""``TwoViewDataset``: a video -> two augmented clips with their region boxes (SPEC section 1).
+"""``TwoViewDataset``: a video -> two augmented clips with region boxes (docs/spec.md section 1).
 
 Sample contract (``__getitem__``), S = ``size``, T = ``clip_frames``, K = ``num_regions``:
 
@@ -136,7 +136,7 @@ class TwoViewDataset(Dataset):
 
     Args:
         items: videos, e.g. from ``sources.list_videos``.
-        clip_frames, frame_stride: clip length and temporal stride (SPEC: 16 x 2).
+        clip_frames, frame_stride: clip length and temporal stride (docs/spec.md section 1: 16 x 2).
         size: output side S of the square crops.
         num_regions: K boxes per view.
         region_generator: "random" (default), "cues" or "detections" (needs box files).

@@ -1,4 +1,4 @@
-"""Region boxes per view (SPEC section 1): ``random``, ``cues`` and ``detections``.
+"""Region boxes per view (docs/spec.md section 1): ``random``, ``cues`` and ``detections``.
 
 Every generator returns K boxes as a float32 (K, 4) array of (x1, y1, x2, y2) normalised to the
 *augmented* clip, plus a bool (K,) validity mask; invalid rows are zeros. A fixed K keeps
@@ -41,7 +41,7 @@ def _pad(boxes: np.ndarray, valid: np.ndarray, num: int) -> tuple[np.ndarray, np
 
 
 def random_regions(num: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC's random boxes, drawn directly in augmented-clip coordinates, all valid.
+    """Random boxes (docs/spec.md section 1) in augmented-clip coordinates, all valid.
 
     x1, y1 ~ U(0, 1); w ~ U(0.1, 0.5); h = w * U(0.5, 2); x2 = min(x1 + w, 0.999),
     y2 = min(y1 + h, 0.999). All draws independent.

@@ -1,4 +1,4 @@
-"""Temporal sampling of two clips per video: CVRL's gap sampler (SPEC section 1).
+"""Temporal sampling of two clips per video: CVRL's gap sampler (docs/spec.md section 1).
 
 A clip is ``frames`` frames taken every ``stride`` frames, so it spans ``(frames - 1) * stride
 + 1`` raw frames. With ``L`` frames in the video there are ``M = L - (frames - 1) * stride``
@@ -22,7 +22,7 @@ __all__ = ["ClipSpec", "sample_gap", "sample_starts", "looped_clip_indices", "sa
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """``frames`` frames at temporal ``stride``; defaults are SPEC's 16 x 2."""
+    """``frames`` frames at temporal ``stride``; defaults are 16 x 2 (docs/spec.md section 1)."""
 
     frames: int = 16
     stride: int = 2

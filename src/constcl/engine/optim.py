@@ -2,7 +2,8 @@
 learning-rate scale of the region-only parameters.
 
 Why the region-only parameters get their own learning rate (the arithmetic is in
-``docs/method.md``): the total loss is ``L_g + w L_l`` with ``w = 0.001`` (SPEC 3). The
+``docs/method.md``): the total loss is ``L_g + w L_l`` with ``w = 0.001``
+(docs/spec.md section 3). The
 parameters that only ``L_l`` reaches (the local res5 copy and the region head) therefore get
 gradients 1000x smaller than their own loss would give them, and with a learning rate near 1
 they stay at their random initialisation. Multiplying their learning rate by ``1 / w`` makes
@@ -36,9 +37,10 @@ def param_groups(model: nn.Module, weight_decay: float, local_lr_scale: float = 
                  optimizer: str = "sgd") -> list[dict]:
     """Parameter groups: (shared | region-only) x (decayed | not decayed).
 
-    SPEC 3: L2 ``weight_decay`` on conv and linear weights only (the decoder's per-unit FFN
-    weights are linear maps stored as (units, out, in) tensors and count too); BN parameters,
-    biases and LayerNorm / positional-code parameters are not decayed.
+    docs/spec.md section 3: L2 ``weight_decay`` on conv and linear weights only (the decoder's
+    per-unit FFN weights are linear maps stored as (units, out, in) tensors and count too, and
+    so do the positional code's linear weights); BN parameters, biases and the LayerNorm
+    affine are not decayed.
 
     Every group carries ``lr_scale``: the training step sets ``lr = schedule(step) * lr_scale``.
     Region-only groups get ``local_lr_scale`` where the optimiser's step is proportional to the

@@ -1,6 +1,6 @@
 """Deterministic evaluation clips: temporal views, spatial crops and the network's input range.
 
-Multi-view testing follows PySlowFast (EVALUATION.md section 1.2):
+Multi-view testing follows PySlowFast (docs/evaluation.md section 1.2):
 
 * **Temporal.** A clip is ``frames`` frames every ``stride`` frames, spanning
   ``span = (frames - 1) * stride + 1`` raw frames. With ``L`` frames and

@@ -1,4 +1,4 @@
-"""Global NT-Xent loss between the two views of every video (SPEC section 3)."""
+"""Global NT-Xent loss between the two views of every video (docs/spec.md section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Region (instance) InfoNCE with argmax matching between independent boxes (SPEC section 3)."""
+"""Region instance InfoNCE, argmax matching of independent boxes (docs/spec.md section 3)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ LOCAL_SOURCES = ("y", "shared", "res4")
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Loss hyper-parameters: L = global_weight L_g + region_weight L_l (SPEC section 3)."""
+    """Loss hyper-parameters: L = global_weight L_g + region_weight L_l (docs/spec.md section 3)."""
 
     global_temperature: float = 0.1
     region_temperature: float = 0.2

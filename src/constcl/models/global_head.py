@@ -1,4 +1,4 @@
-"""Global projection head (SPEC section 2): pooled res5 -> 128-d embedding for NT-Xent."""
+"""Global projection head (docs/spec.md section 2): pooled res5 -> 128-d embedding for NT-Xent."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""3-D ResNet backbones of the CVRL / ConST-CL family (SPEC section 2).
+"""3-D ResNet backbones of the CVRL / ConST-CL family (docs/spec.md section 2).
 
 Layout (R3D-50, input B x 3 x 16 x 224 x 224):
 
@@ -23,7 +23,7 @@ the last BN of every bottleneck, so each block starts as the identity (Goyal et 
 off by default to match the reference, and worth trying when large-batch training is unstable.
 
 Input normalisation (``input_norm``, not in the paper): ``"none"`` feeds the [-1, 1] clip as it
-is (SPEC); ``"clip"`` first standardises each clip on its own, subtracting its per-channel mean
+is (the paper); ``"clip"`` first standardises each clip on its own, subtracting its per-channel mean
 and dividing by its standard deviation over all channels and positions. That removes the clip's
 brightness and contrast (and its mean colour cast), which the colour augmentation changes
 independently in the two views; ``docs/method.md`` ("Input normalisation") has the measurements

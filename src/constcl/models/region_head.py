@@ -1,4 +1,4 @@
-"""Region head g(h, F'_c) of ConST-CL (SPEC section 2).
+"""Region head g(h, F'_c) of ConST-CL (docs/spec.md section 2).
 
 Pipeline for a pair of views a, b with local-branch maps (B, C, T', H', W'):
 

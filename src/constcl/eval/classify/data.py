@@ -1,4 +1,4 @@
-"""Train / test video lists of the action-recognition benchmarks (EVALUATION.md section 1.4).
+"""Train / test video lists of the action-recognition benchmarks (docs/evaluation.md section 1.4).
 
 Three layouts, found under ``--data`` (``auto`` tries them in this order):
 

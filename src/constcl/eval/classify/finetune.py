@@ -1,4 +1,4 @@
-"""Full fine-tuning for ``constcl eval classify --mode finetune`` (EVALUATION.md section 1.3).
+"""Full fine-tuning for ``constcl eval classify --mode finetune`` (docs/evaluation.md section 1.3).
 
 The whole backbone plus a new linear head (after global average pooling and dropout 0.5) is
 trained end to end with softmax cross-entropy; BatchNorm is in training mode (per-device batch
@@ -8,7 +8,7 @@ starts), a random resized crop (area 0.3-1, aspect 0.5-2) and a horizontal flip
 (``data.augment.random_crop_flip``). Optimiser: SGD, momentum 0.9, per-step warm-up + cosine
 learning rate. Testing uses the same multi-view averaging as the linear probe. Nothing is
 cached, since the network changes. The exact hyper-parameters of ConST-CL's fine-tuning are
-unverified (EVALUATION.md section 1.3); the defaults are only a starting point.
+unverified (docs/evaluation.md section 1.3); the defaults are only a starting point.
 """
 
 from __future__ import annotations

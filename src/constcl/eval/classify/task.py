@@ -1,6 +1,6 @@
 """``constcl eval classify``: action classification on UCF101 / HMDB51 / Kinetics layouts.
 
-Modes (EVALUATION.md sections 1 and 5):
+Modes (docs/evaluation.md sections 1 and 5):
 
 * ``linear`` (default): frozen backbone in eval mode (BatchNorm uses running statistics),
   globally average-pooled res5 features, a linear classifier (``probe.py``) trained on the

@@ -1,4 +1,4 @@
-"""AVA v2.2 annotation files for ``constcl eval detect`` (EVALUATION.md section 2.1).
+"""AVA v2.2 annotation files for ``constcl eval detect`` (docs/evaluation.md section 2.1).
 
 Layout under ``--data`` (the AVA root holding ``annotations/``, or a folder holding
 ``ava/annotations/`` such as the synthetic world's root):

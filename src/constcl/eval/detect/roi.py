@@ -1,5 +1,5 @@
 """RoI features of boxes on a clip's res5 map: the feature half of PySlowFast's
-``ResNetRoIHead`` (EVALUATION.md section 2.4), without its dropout and projection.
+``ResNetRoIHead`` (docs/evaluation.md section 2.4), without its dropout and projection.
 
 1. Average the res5 map over its **whole temporal axis** (``AvgPool3d([T, 1, 1])``).
 2. ``torchvision.ops.roi_align`` with output ``7 x 7``, ``sampling_ratio=0`` (adaptive: ceil of

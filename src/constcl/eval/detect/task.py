@@ -1,6 +1,6 @@
 """``constcl eval detect``: AVA v2.2 spatio-temporal action detection on frozen features.
 
-Protocol (EVALUATION.md section 2, SPEC section 5):
+Protocol (docs/evaluation.md section 2, docs/spec.md section 5):
 
 * For every key frame, a clip of ``--frames`` frames at ``--stride`` centred on it (input frame
   ``frames // 2`` is the key frame; see ``detect_data`` for the timestamp -> frame rule), short

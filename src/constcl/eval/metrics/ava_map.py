@@ -7,7 +7,7 @@ ground-truth box of the same class on the same key frame and is a true positive 
 detections are ranked by score and the PASCAL VOC all-point AP is taken (precision envelope from
 the right, sum of ``(r_i - r_{i-1}) * p_i`` where recall changes). Classes with no ground truth
 are left out of the mean; a class with ground truth but no detection has AP 0. Detections on key
-frames without any ground truth are false positives. See ``EVALUATION.md`` section 2.3.
+frames without any ground truth are false positives. See ``docs/evaluation.md`` section 2.3.
 
 A detection whose score is NaN or inf is never right: it matches no box and ranks above every
 finite score as a false positive (the official evaluator's sort would put a NaN anywhere, and
@@ -40,7 +40,7 @@ from constcl.data.sources import read_text as read_text_utf8
 from constcl.errors import DataFileError
 
 # The 60 classes of ``ava_action_list_v2.2_for_activitynet_2019.pbtxt`` (ids in the 80-class
-# space, EVALUATION.md section 2.2). The 20 ids left out are 2, 16, 18, 19, 21, 23, 25, 31, 32,
+# space, docs/evaluation.md section 2.2). The 20 ids left out are 2, 16, 18, 19, 21, 23, 25, 31, 32,
 # 33, 35, 39, 40, 42, 44, 50, 53, 55, 71 and 75.
 AVA_V22_CLASS_IDS: tuple[int, ...] = (
     1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 20, 22, 24, 26, 27,

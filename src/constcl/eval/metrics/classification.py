@@ -9,7 +9,7 @@
   before they get here (``eval.finite``); these rules only make sure no caller can profit.
 * Video-level scores: clip scores summed or averaged by video index (torchvision's video
   classification reference sums; the argmax is the same either way).
-* Retrieval (VCOP protocol, EVALUATION.md section 5): queries are test videos, the gallery is
+* Retrieval (VCOP protocol, docs/evaluation.md section 5): queries are test videos, the gallery is
   train videos; cosine similarity; hit@k = fraction of queries with at least one of the k
   nearest gallery videos of the query's class. Without a gallery, every query searches the
   other queries (leave-one-out).
