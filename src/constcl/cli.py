@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from constcl.errors import EXPECTED_ERRORS, user_message
@@ -142,7 +142,7 @@ class Terminated(BaseException):
     are released and temporary files removed, then :func:`main` exits with 128 + 15."""
 
 
-def _on_sigterm(main_pid: int, saved: dict[str, object]):
+def _on_sigterm(main_pid: int, saved: dict[str, object]) -> Callable[[int, object], None]:
     def handler(signum: int, frame: object) -> None:
         if os.getpid() != main_pid:
             # a forked worker (DataLoader, process pool) inherited this handler: leave quietly.

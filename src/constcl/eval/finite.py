@@ -8,6 +8,7 @@ is computed from it. The metrics themselves also count a non-finite score as wro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,8 @@ def check_finite_weights(module: nn.Module, *, task: str, checkpoint: str | Path
                              "no result was computed" + (f"; {hint}" if hint else ""))
 
 
-def finite_features(fn, *, task: str, checkpoint: str | Path, what: str):
+def finite_features(fn: Callable[[torch.Tensor], torch.Tensor], *, task: str,
+                    checkpoint: str | Path, what: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """``fn`` (tensor -> tensor) whose every output is checked with :func:`check_finite`."""
 
     def checked(x: torch.Tensor) -> torch.Tensor:
