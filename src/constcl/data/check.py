@@ -61,7 +61,12 @@ def check_source(path: str, workers: int = 1, root: str | None = None) -> dict:
     paths = [str(item.path) for item in items]
     if workers > 1 and len(paths) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            files = list(pool.map(check_file, paths, chunksize=max(1, len(paths) // (4 * workers))))
+            try:
+                files = list(pool.map(check_file, paths,
+                                      chunksize=max(1, len(paths) // (4 * workers))))
+            except BaseException:  # Ctrl-C, SIGTERM: do not check the remaining files first
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     else:
         files = [check_file(p) for p in paths]
     return source_report(files, missing, skipped)
