@@ -136,7 +136,8 @@ class TwoViewDataset(Dataset):
 
     Args:
         items: videos, e.g. from ``sources.list_videos``.
-        clip_frames, frame_stride: clip length and temporal stride (docs/spec.md section 1: 16 x 2).
+        clip_frames: clip length T (docs/spec.md section 1: 16).
+        frame_stride: temporal stride between frames (docs/spec.md section 1: 2).
         size: output side S of the square crops.
         num_regions: K boxes per view.
         region_generator: "random" (default), "cues" or "detections" (needs box files).

@@ -98,7 +98,8 @@ def cue_proposals(
     Args:
         frame: uint8 (H, W, 3).
         work_size: the frame is resized so its short side has this many pixels (speed).
-        min_area, max_area: kept box areas, as fractions of the frame.
+        min_area: smallest kept box area, as a fraction of the frame.
+        max_area: largest kept box area, as a fraction of the frame.
         max_iou: a proposal overlapping a better-ranked one by more than this is dropped.
 
     Returns:

@@ -263,7 +263,8 @@ class ShardTwoViewDataset(Dataset):
     Args:
         shards: the shard list.
         views: two-view settings (the ``detections`` generator is not supported).
-        rank, world: this process and the number of processes.
+        rank: this process.
+        world: the number of processes.
         streams: streams per process (= DataLoader workers, at least 1).
         buffer: shuffle-buffer size in samples.
         seed: base seed.

@@ -14,7 +14,8 @@ def global_nt_xent(
     """SimCLR-style NT-Xent over the global batch, summed over the two directions.
 
     Args:
-        emb_a, emb_b: (B, D) embeddings of views a and b; row i of both comes from video i.
+        emb_a: (B, D) embeddings of view a; row i of emb_a and emb_b comes from video i.
+        emb_b: (B, D) embeddings of view b.
             They are L2-normalised here. Under torch.distributed, the negatives come from every
             process (gathered with gradient); B is the per-process batch.
         temperature: tau_g.

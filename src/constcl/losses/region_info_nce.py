@@ -115,8 +115,10 @@ def region_info_nce(
     Args:
         z_a2b: (B, K, C) region features of view a translated into view b by the region head;
         z_b2a: (B, K, C) likewise for b -> a.
-        h_a, h_b: (B, K, C) RoI features of each view's boxes (the targets).
-        mask_a, mask_b: (B, K) bool validity of the boxes.
+        h_a: (B, K, C) RoI features of view a's boxes (the targets).
+        h_b: (B, K, C) likewise for view b.
+        mask_a: (B, K) bool validity of view a's boxes.
+        mask_b: (B, K) likewise for view b.
         temperature: tau_l.
     All four feature tensors are L2-normalised here.
 

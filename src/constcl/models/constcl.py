@@ -41,7 +41,9 @@ class ConSTCL(nn.Module):
             default), ``shared`` (the global res5) or ``res4``.
         embed_dim: global embedding size (128).
         context_length: L_c, odd.
-        decoder_layers, decoder_units, decoder_width: region decoder size (3, 3, 128).
+        decoder_layers: region decoder layers (3).
+        decoder_units: region decoder units per layer (3).
+        decoder_width: region decoder width (128).
         losses: temperatures and weights.
         num_classes: classes of the ``supervised`` variant (ignored by the others).
     """
@@ -90,9 +92,12 @@ class ConSTCL(nn.Module):
         """Losses and statistics for a batch of two views.
 
         Args:
-            view_a, view_b: (B, 3, T, H, W) clips in [-1, 1]; row i of both from video i.
-            boxes_a, boxes_b: (B, K, 4) normalised key-frame boxes (not needed for ``cvrl``).
-            mask_a, mask_b: (B, K) bool box validity (default: all valid).
+            view_a: (B, 3, T, H, W) clips in [-1, 1]; row i of both views from video i.
+            view_b: (B, 3, T, H, W) the other view.
+            boxes_a: (B, K, 4) normalised key-frame boxes (not needed for ``cvrl``).
+            boxes_b: (B, K, 4) likewise for view b.
+            mask_a: (B, K) bool box validity (default: all valid).
+            mask_b: (B, K) likewise for view b.
             labels: (B,) int class labels (only the ``supervised`` variant reads them).
 
         Returns: ``loss`` (weighted total), ``loss_global``, ``global_accuracy``,

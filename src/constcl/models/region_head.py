@@ -146,7 +146,9 @@ class RegionHead(nn.Module):
     Args:
         channels: C of the local-branch map.
         context_length: L_c (odd); ignored when ``use_context`` is False.
-        num_layers, num_units, width: decoder size (3 x 3 x 128 in the paper).
+        num_layers: decoder layers (3 in the paper).
+        num_units: decoder units per layer (3 in the paper).
+        width: decoder width (128 in the paper).
         use_context: False gives the ``region`` ablation: z = MLP(h), no decoder.
     """
 
