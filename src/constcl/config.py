@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from constcl import backbone_file
+from constcl.errors import ConstclError
 from constcl.models.constcl import LOCAL_SOURCES, VARIANTS
 from constcl.models.r3d import INPUT_NORMS, PADDINGS, SPECS
 
@@ -397,14 +399,14 @@ def validate(cfg: Config) -> None:
     if init_from and not Path(init_from).expanduser().is_file():
         raise ConfigError(f"model.init_from={init_from!r} does not exist; give a "
                           "backbone.safetensors (constcl pretrain / constcl convert tf)")
-    if init_from:  # before any run folder is written; imported here: engine imports config
-        from constcl.engine.init_from import check_init_from
-        from constcl.errors import ConstclError
-
+    if init_from:  # before any run folder is written: its weights must fit this network
+        where = f"model.init_from={init_from!r}"
         try:
-            check_init_from(init_from, cfg.model.backbone, cfg.model.input_norm,
-                            cfg.model.padding)
-        except ConstclError as err:
+            meta = backbone_file.read_meta(Path(init_from).expanduser(), where)
+            backbone_file.check_compatible(meta, where, backbone=cfg.model.backbone,
+                                           input_norm=cfg.model.input_norm,
+                                           padding=cfg.model.padding, prefix="model.")
+        except (ConstclError, ValueError) as err:
             raise ConfigError(str(err)) from err
     _validate_resume_fields(cfg, flat)
     if cfg.data.region_generator == "detections" and cfg.model.variant in ("cvrl", "supervised"):

@@ -35,7 +35,6 @@ assumes the CVRL strides above.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from collections.abc import Iterable
@@ -44,10 +43,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
+from constcl import backbone_file
 from constcl.convert.tf_bundle import TensorBundle, checkpoints_in, find_checkpoint, is_archive
-from constcl.errors import ConstclError, new_file_mode
+from constcl.errors import ConstclError
 from constcl.models.r3d import SPECS, STAGE_NAMES, R3DSpec, build_backbone
 
 __all__ = ["NAME_TABLE", "ConvertSettings", "convert_cvrl", "map_variables"]
@@ -280,16 +279,10 @@ def map_variables(bundle: TensorBundle, bn_epsilon: float = 1e-5) -> MappedCheck
 
 
 def export_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Backbone state dict -> the export layout of ``constcl.engine.export``: ``trunk.*``,
-    ``res5_global.*`` and ``res5_local.*`` (both copies from the one res5)."""
-    tensors: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("res5."):
-            tensors[f"res5_global.{key[5:]}"] = value
-            tensors[f"res5_local.{key[5:]}"] = value.clone()
-        else:
-            tensors[f"trunk.{key}"] = value
-    return {k: v.contiguous() for k, v in tensors.items()}
+    """Backbone state dict -> the tensors of a backbone file (``constcl.backbone_file``):
+    ``trunk.*``, ``res5_global.*`` and ``res5_local.*`` (both copies from the one res5)."""
+    res5 = {k[len("res5."):]: v.clone() for k, v in state.items() if k.startswith("res5.")}
+    return backbone_file.pack(state, res5)
 
 
 def convert_cvrl(settings: ConvertSettings) -> dict[str, object]:
@@ -321,14 +314,8 @@ def convert_cvrl(settings: ConvertSettings) -> dict[str, object]:
     }
     config = {"model": {"backbone": mapped.backbone, "variant": "cvrl", "local_source": "y",
                         "input_norm": "unit", "padding": "tf_same"}}
-    meta = {"backbone": mapped.backbone, "variant": "cvrl", "local_source": "y",
-            "input_norm": "unit", "padding": "tf_same", "config": json.dumps(config),
-            "format": "constcl-backbone-v1", "conversion": json.dumps(record)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file(export_tensors(mapped.state), str(tmp), metadata=meta)
-    os.chmod(tmp, new_file_mode())  # safetensors creates its file 0600; a weight file is shared
-    tmp.replace(out)
+    meta = backbone_file.BackboneMeta.from_config(config, conversion=json.dumps(record))
+    backbone_file.write(out, export_tensors(mapped.state), meta)
     return {"out": str(out), "backbone": mapped.backbone,
             "converted": len(mapped.source_names), "head_skipped": len(mapped.head_variables),
             "ignored": len(mapped.ignored_variables), "checkpoint_name": prefix.name,

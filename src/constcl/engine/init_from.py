@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
+from constcl import backbone_file
 from constcl.errors import ConstclError
 from constcl.models import ConSTCL
 
@@ -24,18 +24,8 @@ log = logging.getLogger(__name__)
 __all__ = ["check_init_from", "load_init_weights"]
 
 
-def _read(path: Path, tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of the file; the tensors only when asked."""
-    if not path.is_file():
-        raise FileNotFoundError(f"model.init_from={str(path)!r} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            return meta, {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
-    except SafetensorError as err:
-        raise ConstclError(f"model.init_from={str(path)!r} is not a readable safetensors file "
-                           f"({err}); use a backbone.safetensors from `constcl pretrain` or "
-                           "`constcl convert tf`") from err
+def _where(path: Path) -> str:
+    return f"model.init_from={str(path)!r}"
 
 
 def check_init_from(path: str | Path, backbone: str, input_norm: str,
@@ -45,18 +35,10 @@ def check_init_from(path: str | Path, backbone: str, input_norm: str,
     weights compute their features only with the normalisation and padding they were trained
     with. ConstclError naming the field and the value to set; FileNotFoundError."""
     path = Path(path).expanduser()
-    meta, _ = _read(path, tensors=False)
-    stored = {"model.backbone": meta.get("backbone"),
-              "model.input_norm": meta.get("input_norm", "none"),
-              "model.padding": meta.get("padding", "torch")}
-    wanted = {"model.backbone": backbone, "model.input_norm": input_norm,
-              "model.padding": padding}
-    for key, value in wanted.items():
-        if stored[key] is not None and stored[key] != value:
-            raise ConstclError(f"model.init_from={str(path)!r} was made with {key}="
-                               f"{stored[key]}, this run has {key}={value}; set {key}="
-                               f"{stored[key]}")
-    return meta
+    meta = backbone_file.read_meta(path, _where(path))
+    backbone_file.check_compatible(meta, _where(path), backbone=backbone, input_norm=input_norm,
+                                   padding=padding, prefix="model.")
+    return meta.to_metadata()
 
 
 def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
@@ -68,7 +50,7 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
               if k in state and state[k].shape != v.shape]
     if missing or unexpected or shapes:
-        raise ConstclError(f"model.init_from={str(path)!r} does not fit the {what}: missing "
+        raise ConstclError(f"{_where(path)} does not fit the {what}: missing "
                            f"{missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}")
     module.load_state_dict(state, strict=True)
 
@@ -82,23 +64,18 @@ def load_init_weights(model: ConSTCL, path: str | Path, backbone: str, input_nor
     the mismatch, or the missing / unexpected tensors; nothing is loaded then.
     """
     path = Path(path).expanduser()
-    check_init_from(path, backbone, input_norm, padding)
-    meta, tensors = _read(path)
-    trunk = {k[len("trunk."):]: v for k, v in tensors.items() if k.startswith("trunk.")}
-    res5 = {k[len("res5_global."):]: v for k, v in tensors.items()
-            if k.startswith("res5_global.")}
-    local = {k[len("res5_local."):]: v for k, v in tensors.items()
-             if k.startswith("res5_local.")}
-    other = sorted(k for k in tensors if not k.startswith(("trunk.", "res5_global.",
-                                                            "res5_local.")))
-    if other:
-        raise ConstclError(f"model.init_from={str(path)!r} holds tensors that are not backbone "
-                           f"weights: {other[:5]}")
-    state = dict(trunk)
-    state.update({f"res5.{k}": v for k, v in res5.items()})
+    meta, tensors = backbone_file.read(path, _where(path))
+    backbone_file.check_compatible(meta, _where(path), backbone=backbone, input_norm=input_norm,
+                                   padding=padding, prefix="model.")
+    parts = backbone_file.unpack(tensors)
+    if parts.other:
+        raise ConstclError(f"{_where(path)} holds tensors that are not backbone weights: "
+                           f"{parts.other[:5]}")
+    state = parts.r3d_state(parts.res5_global)
     _load_strict(model.backbone, state, f"{backbone} backbone", path)
     if model.res5_local is not None:
-        _load_strict(model.res5_local, local or res5, "local res5 copy", path)
+        _load_strict(model.res5_local, parts.res5_local or parts.res5_global,
+                     "local res5 copy", path)
     log.info("model.init_from: backbone%s initialised from %s (heads random)",
              " and local res5" if model.res5_local is not None else "", path)
-    return meta
+    return meta.to_metadata()

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 
-from constcl.errors import ConstclError, NonFiniteError
-from constcl.models.r3d import PADDINGS, R3D, build_backbone
+from constcl import backbone_file
+from constcl.models.r3d import R3D, build_backbone
 
 log = logging.getLogger(__name__)
 
@@ -51,32 +51,11 @@ def check_encoder_choice(choice: EncoderChoice) -> None:
     path = checkpoint_path(choice)
     if path is None and choice.backbone is None:
         raise ValueError("checkpoint 'random' needs a backbone name (e.g. r3d50)")
-    if path is not None and not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    if path is not None:
-        _check_input_norm(path, _read_header(path), choice.input_norm)
-
-
-def _check_input_norm(path: Path, meta: dict[str, str], wanted: str | None) -> str:
-    """The checkpoint's input normalisation (``"none"`` for exports that predate the field);
-    ValueError when ``wanted`` is given and differs."""
-    stored = meta.get("input_norm", "none")
-    if wanted is not None and wanted != stored:
-        raise ValueError(f"input_norm={wanted!r} does not match checkpoint {str(path)!r}, which "
-                         f"was trained with input_norm={stored!r}; leave input_norm unset")
-    return stored
-
-
-def _read_header(path: Path) -> dict[str, str]:
-    """The checkpoint's metadata; ``ConstclError`` naming the file when it is not a readable
-    safetensors file (truncated, random bytes, a PyTorch pickle ...). Reads the header only."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except SafetensorError as err:
-        raise ConstclError(f"checkpoint {str(path)!r} is not a readable safetensors file "
-                           f"({err}); use backbone.safetensors written by `constcl pretrain`"
-                           ) from err
+    if path is not None:  # the header alone
+        where = f"checkpoint {str(path)!r}"
+        backbone_file.check_compatible(backbone_file.read_meta(path, where), where,
+                                       backbone=choice.backbone, input_norm=choice.input_norm,
+                                       optional=True)
 
 
 def load_encoder(choice: EncoderChoice) -> R3D:
@@ -171,56 +150,30 @@ def load_backbone(checkpoint: str | Path | None, branch: str = "global",
             raise ValueError("a random-init backbone needs the backbone name (e.g. r3d50)")
         return build_backbone(backbone, input_norm=input_norm or "none").eval()
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    _read_header(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except SafetensorError as err:
-        raise ConstclError(f"checkpoint {str(path)!r} cannot be read ({err})") from err
-    _check_finite_tensors(path, tensors)
-    norm = _check_input_norm(path, meta, input_norm)
-    name = backbone or meta.get("backbone")
+    where = f"checkpoint {str(path)!r}"
+    meta, tensors = backbone_file.read(path, where)
+    backbone_file.check_finite(tensors, where)
+    backbone_file.check_compatible(meta, where, backbone=backbone, input_norm=input_norm,
+                                   optional=True)
+    name = backbone or meta.backbone
     if name is None:
         raise ValueError(f"{path} has no backbone name in its metadata; pass backbone=...")
-    res5_prefix = "res5_local." if branch == "local" else "res5_global."
-    if branch == "local" and not any(k.startswith(res5_prefix) for k in tensors):
-        if meta.get("local_source") == "shared":
-            res5_prefix = "res5_global."
+    parts = backbone_file.unpack(tensors)
+    res5 = parts.res5_local if branch == "local" else parts.res5_global
+    if branch == "local" and not res5:
+        if meta.local_source == "shared":
+            res5 = parts.res5_global
         else:
-            raise ValueError(f"{path} has no local res5 copy (variant {meta.get('variant')!r}, "
-                             f"local source {meta.get('local_source')!r}); use branch='global'")
-    state = {}
-    for key, value in tensors.items():
-        if key.startswith("trunk."):
-            state[key[len("trunk."):]] = value
-        elif key.startswith(res5_prefix):
-            state["res5." + key[len(res5_prefix):]] = value
-    padding = meta.get("padding", "torch")
-    if padding not in PADDINGS:
-        raise ValueError(f"{path}: metadata padding={padding!r} is unknown; allowed: "
-                         f"{list(PADDINGS)}")
-    net = build_backbone(name, input_norm=norm, padding=padding)
+            raise ValueError(f"{path} has no local res5 copy (variant {meta.variant!r}, "
+                             f"local source {meta.local_source!r}); use branch='global'")
+    state = parts.r3d_state(res5)
+    net = build_backbone(name, input_norm=meta.input_norm, padding=meta.padding)
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path} does not fit backbone {name!r}: missing {result.missing_keys[:5]}"
                          f", unexpected {result.unexpected_keys[:5]}")
     log.info("loaded %s backbone (%s branch) from %s", name, branch, path)
     return net.eval()
-
-
-def _check_finite_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """:class:`NonFiniteError` naming the tensors of the file that hold NaN or inf (a few
-    corrupted bytes, or weights exported from a run that diverged)."""
-    bad = [k for k, t in sorted(tensors.items())
-           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise NonFiniteError(f"checkpoint {str(path)!r}: {len(bad)} tensor(s) hold NaN or inf "
-                             f"({shown}); the file is damaged or comes from a run that "
-                             "diverged, and nothing computed from it would mean anything")
 
 
 @torch.no_grad()

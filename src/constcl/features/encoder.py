@@ -12,8 +12,9 @@
 (``x / 127.5 - 1`` of 8-bit RGB). A network may then normalise that clip further before its
 stem (``input_norm`` in the file: ``none``, ``clip`` standardises each clip, ``unit`` maps it
 back to ``[0, 1]`` for weights converted from TensorFlow) and may pad as TensorFlow does
-(``padding``: ``torch`` or ``tf_same``). Both are read from the checkpoint's metadata and
-applied inside the encoder, so a caller only ever passes
+(``padding``: ``torch`` or ``tf_same``). Both are read from the checkpoint's metadata
+(``constcl.backbone_file``, through ``eval.encoder.load_backbone``) and applied inside the
+encoder, so a caller only ever passes
 
 * uint8 frames ``(B, T, H, W, 3)`` (RGB, as PyAV / torchcodec / ``decode_frames`` return
   them): converted here, or
