@@ -182,9 +182,18 @@ def test_classify_refuses_nan_features(world, tmp_path, caplog, nan_cache, mode)
 def test_classify_refuses_a_probe_that_diverged(world, tmp_path, caplog):
     out = tmp_path / "out"
     code = main(["eval", "classify", *SMALL, "--data", str(world), "--out", str(out),
-                 "--epochs", "3", "--lr", "1e38"])
+                 "--epochs", "3", "--lr", "3e38"])
     message = _one_error(caplog)
-    assert code == 2 and "linear probe's weights" in message and "lower --lr" in message
+    assert code == 2 and "linear probe" in message and "lower --lr" in message
+    assert not (out / "results.json").exists()
+
+
+def test_detect_refuses_a_classifier_that_diverged(world, tmp_path, caplog):
+    out = tmp_path / "out"
+    code = main(["eval", "detect", *SMALL[:8], "--workers", "0", "--data", str(world),
+                 "--out", str(out), "--epochs", "3", "--lr", "3e38"])
+    message = _one_error(caplog)
+    assert code == 2 and "eval detect" in message and "RoI classifier's training loss" in message
     assert not (out / "results.json").exists()
 
 
@@ -260,6 +269,9 @@ def test_settings_refuse_non_finite_fields_nested_ones_too(tmp_path):
     with pytest.raises(ValueError, match="lr must be a finite number"):
         classify.Settings(checkpoint="random", backbone="r3d_tiny", data=tmp_path,
                           out=tmp_path, lr=INF)
+    with pytest.raises(ValueError, match="lr must be at most 3.403e"):  # torch would raise
+        classify.Settings(checkpoint="random", backbone="r3d_tiny", data=tmp_path,
+                          out=tmp_path, lr=1e300)
     with pytest.raises(ValueError, match="tracker.scale_step must be a finite number"):
         track.Settings(checkpoint="random", backbone="r3d_tiny", data=tmp_path, out=tmp_path,
                        tracker=Cfg(scale_step=NAN))

@@ -8,6 +8,7 @@ is computed from it. The metrics themselves also count a non-finite score as wro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from constcl.errors import NonFiniteError
 
-__all__ = ["check_finite", "check_finite_weights", "finite_features"]
+__all__ = ["check_finite", "check_finite_weights", "check_training", "finite_features"]
 
 
 def _where(task: str, checkpoint: str | Path) -> str:
@@ -60,6 +61,21 @@ def check_finite_weights(module: nn.Module, *, task: str, checkpoint: str | Path
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise NonFiniteError(f"{_where(task, checkpoint)}: {what} are not finite ({shown}); "
                              "no result was computed" + (f"; {hint}" if hint else ""))
+
+
+def check_training(module: nn.Module, history: list[dict[str, float]], *, task: str,
+                   checkpoint: str | Path, what: str, lr: float) -> None:
+    """A trained classifier (or fine-tuned network) must have finite weights and a finite
+    training loss in every epoch: a NaN loss means the training diverged even when the weights
+    stayed finite (a sigmoid's gradient stays bounded while its logits overflow)."""
+    hint = f"the training diverged: try a lower --lr than {lr:g}"
+    check_finite_weights(module, task=task, checkpoint=checkpoint,
+                         what=f"{what}'s weights after training", hint=hint)
+    bad = [row["epoch"] for row in history if not math.isfinite(row.get("loss", 0.0))]
+    if bad:
+        raise NonFiniteError(f"{_where(task, checkpoint)}: {what}'s training loss is not finite "
+                             f"(epochs {bad[0]}..{bad[-1]}: {len(bad)} of {len(history)}); no "
+                             f"result was computed; {hint}")
 
 
 def finite_features(fn: Callable[[torch.Tensor], torch.Tensor], *, task: str,

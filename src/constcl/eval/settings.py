@@ -31,6 +31,9 @@ from constcl.models.r3d import INPUT_NORMS
 __all__ = ["ClipProbeSettings", "EncoderSettings", "FrameEncoderSettings", "as_paths",
            "check_choice", "check_finite_fields", "check_positive"]
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     """Raise ``ValueError`` naming the field and its allowed values."""
     allowed = tuple(allowed)
@@ -140,6 +143,8 @@ class ClipProbeSettings(EncoderSettings):
         super().__post_init__()
         check_positive(self, "frames", "stride", "size", "epochs", "lr", "batch_size",
                        "encode_batch_size")
+        if self.lr > FLOAT32_MAX:  # the classifier trains in float32: torch would raise
+            raise ValueError(f"lr must be at most {FLOAT32_MAX:.4g} (float32); got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
 

@@ -33,7 +33,7 @@ from constcl.data.decode import VideoError, decode_frames, probe
 from constcl.eval.classify.data import VideoSplits
 from constcl.eval.classify.scoring import video_accuracy
 from constcl.eval.feature_cache import encode_views
-from constcl.eval.finite import check_finite, check_finite_weights
+from constcl.eval.finite import check_finite, check_training
 from constcl.eval.views import ViewSpec, clamped_clip_indices
 from constcl.models.r3d import R3D
 from constcl.schedule import warmup_cosine
@@ -159,9 +159,8 @@ def run_finetune(backbone: R3D, splits: VideoSplits, train_spec: ViewSpec,
                                  [int(i.label) for i in splits.train], train_spec, args.seed,
                                  bad_dir)
         history = _train(model, train, args, device)
-    check_finite_weights(model, task="classify", checkpoint=checkpoint,
-                         what="the fine-tuned network's weights",
-                         hint=f"fine-tuning diverged: try a lower --lr than {args.lr}")
+    check_training(model, history, task="classify", checkpoint=checkpoint,
+                   what="the fine-tuned network", lr=args.lr)
     model.eval()
     test_paths = [str(i.path) for i in splits.test]
     enc = encode_views(model, test_paths, test_spec, device, args.encode_batch_size,

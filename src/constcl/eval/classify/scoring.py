@@ -14,8 +14,10 @@ def average_view_scores(view_logits: np.ndarray, video_index: np.ndarray,
     """Per-video scores: the softmax of every view ``(M, C)``, averaged over the views of each
     video (``video_index (M,)``) -> ``(V, C)``."""
     z = np.asarray(view_logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return aggregate_by_video(z / z.sum(axis=1, keepdims=True), video_index, num_videos)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf / NaN rows stay NaN: never right
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        z = z / z.sum(axis=1, keepdims=True)
+    return aggregate_by_video(z, video_index, num_videos)
 
 
 def compact_video_index(video_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -43,7 +43,7 @@ from constcl.eval.encoder import (
     resolve_device,
 )
 from constcl.eval.feature_cache import EncodedViews, cached_arrays, encode_views
-from constcl.eval.finite import check_finite, check_finite_weights
+from constcl.eval.finite import check_finite, check_training
 from constcl.eval.metrics.classification import aggregate_by_video, retrieval_hit_rate
 from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, confusion_matrix, plot_confusion, plot_training_curve
@@ -170,9 +170,8 @@ def _run_linear(args: Settings, splits: VideoSplits, test_spec: ViewSpec,
     cfg = ProbeConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                       weight_decay=args.weight_decay, seed=args.seed)
     probe, history = fit_linear_probe(x_train, view_labels, len(splits.classes), cfg, evaluate)
-    check_finite_weights(probe, task="classify", checkpoint=args.checkpoint,
-                         what="the linear probe's weights after training",
-                         hint=f"the probe diverged: try a lower --lr than {args.lr}")
+    check_training(probe, history, task="classify", checkpoint=args.checkpoint,
+                   what="the linear probe", lr=args.lr)
     logits = predict(probe, test["values"])
     check_finite(logits, task="classify", checkpoint=args.checkpoint,
                  what="the linear probe's test scores")

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -45,7 +46,7 @@ from constcl.eval.encoder import (
     resolve_device,
 )
 from constcl.eval.feature_cache import cached_arrays
-from constcl.eval.finite import check_finite, check_finite_weights
+from constcl.eval.finite import check_finite, check_training
 from constcl.eval.metrics.ava_map import AVAMapResult, ava_frame_map
 from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, plot_training_curve
@@ -291,7 +292,7 @@ def _run(settings: Settings) -> dict[str, Any]:
         epoch[0] += 1
         if epoch[0] % eval_every and epoch[0] != args.epochs:
             return {}
-        scores = 1 / (1 + np.exp(-predict(probe, f_val["features"])))
+        scores = expit(predict(probe, f_val["features"]))
         dets = detection_rows(val_boxes, scores, f_val["valid"], class_ids)
         return {"val_map": ava_frame_map(gt_val_rows, dets, class_ids, excluded).mean_ap}
 
@@ -300,13 +301,12 @@ def _run(settings: Settings) -> dict[str, Any]:
     probe, history = fit_linear_probe(f_train["features"][keep], y_train[keep], len(class_ids),
                                       cfg, evaluate_map)
     # ---- evaluation and outputs
-    check_finite_weights(probe, task="detect", checkpoint=args.checkpoint,
-                         what="the RoI classifier's weights after training",
-                         hint=f"the classifier diverged: try a lower --lr than {args.lr}")
+    check_training(probe, history, task="detect", checkpoint=args.checkpoint,
+                   what="the RoI classifier", lr=args.lr)
     logits = predict(probe, f_val["features"])
     check_finite(logits[f_val["valid"]], task="detect", checkpoint=args.checkpoint,
                  what="the RoI classifier's validation scores")
-    scores = 1 / (1 + np.exp(-logits))
+    scores = expit(logits)  # the sigmoid, without overflow warnings for large logits
     dets = detection_rows(val_boxes, scores, f_val["valid"], class_ids)
     result = ava_frame_map(gt_val_rows, dets, class_ids, excluded)
     _write_predictions(out / "predictions.csv", dets)
