@@ -19,7 +19,7 @@ import yaml
 
 from constcl import backbone_file
 from constcl.errors import ConstclError
-from constcl.models.constcl import LOCAL_SOURCES, VARIANTS
+from constcl.models.constcl import LOCAL_SOURCES, VARIANTS, LossWeights
 from constcl.models.r3d import INPUT_NORMS, PADDINGS, SPECS
 
 
@@ -126,18 +126,6 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
-    global_temperature: float = 0.1
-    """NT-Xent temperature tau_g (docs/spec.md section 3: 0.1)."""
-    region_temperature: float = 0.2
-    """Region InfoNCE temperature tau_l (docs/spec.md section 3: 0.2)."""
-    global_weight: float = 1.0
-    """Weight of the global loss (docs/spec.md section 3: 1.0)."""
-    region_weight: float = 0.001
-    """Weight of the region loss; the first knob an ablation sweeps."""
-
-
-@dataclass
 class OptimConfig:
     name: str = "sgd"
     """sgd (momentum) or lars. Try lars if the loss diverges at large batch sizes."""
@@ -229,7 +217,7 @@ class TrainConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossWeights = field(default_factory=LossWeights)  # models.LossWeights
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -468,19 +456,19 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def field_docs() -> dict[str, str]:
-    """Docstring of every field (``section.key`` -> text), read from this module's source."""
+    """Docstring of every field (``section.key`` -> text), read from the source of each
+    section's dataclass (this module's, and ``models.LossWeights`` for ``loss``)."""
     import ast
     import inspect
+    import textwrap
 
     docs: dict[str, str] = {}
-    tree = ast.parse(inspect.getsource(inspect.getmodule(Config)))
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef) or not node.name.endswith("Config"):
-            continue
-        section = node.name[: -len("Config")].lower()
-        body = node.body
+    sections = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        cls = sections[section.name]
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
         for stmt, nxt in zip(body, body[1:] + [None], strict=True):
             if (isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr)
                     and isinstance(getattr(nxt, "value", None), ast.Constant)):
-                docs[f"{section}.{stmt.target.id}"] = " ".join(str(nxt.value.value).split())
+                docs[f"{section.name}.{stmt.target.id}"] = " ".join(str(nxt.value.value).split())
     return docs

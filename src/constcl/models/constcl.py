@@ -18,14 +18,22 @@ REGION_VARIANTS = ("region", "constcl")  # the variants with a local branch and 
 LOCAL_SOURCES = ("y", "shared", "res4")
 
 
-@dataclass(frozen=True)
+@dataclass
 class LossWeights:
-    """Loss hyper-parameters: L = global_weight L_g + region_weight L_l (docs/spec.md section 3)."""
+    """Loss hyper-parameters: L = global_weight L_g + region_weight L_l (docs/spec.md section 3).
+
+    Also the ``loss`` section of the pretraining config (``constcl.config``); each field's
+    docstring is its help text (``constcl pretrain --list-config``).
+    """
 
     global_temperature: float = 0.1
+    """NT-Xent temperature tau_g (docs/spec.md section 3: 0.1)."""
     region_temperature: float = 0.2
+    """Region InfoNCE temperature tau_l (docs/spec.md section 3: 0.2)."""
     global_weight: float = 1.0
-    region_weight: float = 1e-3
+    """Weight of the global loss (docs/spec.md section 3: 1.0)."""
+    region_weight: float = 0.001
+    """Weight of the region loss; the first knob an ablation sweeps."""
 
 
 class ConSTCL(nn.Module):
