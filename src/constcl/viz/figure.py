@@ -1,4 +1,4 @@
-"""Draw a :class:`~constcl.viz.regions.RegionsResult` (matplotlib, Agg backend).
+"""Draw a :class:`RegionsResult` (matplotlib, Agg backend; ``viz.regions`` computes it).
 
 Top: the key frames of views a and b with their K boxes (box i of either view in colour i),
 joined by lines from every valid box to its argmax partner in the other view (first row a->b,
@@ -12,8 +12,8 @@ diverging scale centred on uniform whose range (each row's own) is printed over 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -25,12 +25,33 @@ from matplotlib.patches import ConnectionPatch, Rectangle  # noqa: E402
 
 from constcl.data.augment import from_model_range  # noqa: E402
 
-if TYPE_CHECKING:
-    from constcl.viz.regions import RegionsResult
-
-__all__ = ["box_colour", "frame_image", "regions_figure", "save_figure"]
+__all__ = ["RegionsResult", "box_colour", "frame_image", "regions_figure", "save_figure"]
 
 MATCH_GIDS = {"a": "match-a2b", "b": "match-b2a"}
+
+
+@dataclass
+class RegionsResult:
+    """Everything :func:`regions_figure` draws (computed by ``viz.regions.compute_regions``).
+
+    views: ``{"a", "b"}`` -> (3, T, S, S) clips in [-1, 1]; boxes: -> (K, 4) normalised
+    key-frame boxes; masks: -> (K,) bool validity; similarity: (K, K) cosine of h_a (rows) and
+    h_b (columns); match_a2b / match_b2a: (K,) argmax partners (into view b's / view a's boxes);
+    attention: (layers, units, K, L_c, H', W') weights of view a's queries over view b's
+    context, or None without a decoder; context_frames: the L_c feature-frame indices of the
+    context; feature_frames: T'; label: what network this is.
+    """
+
+    views: dict[str, torch.Tensor]
+    boxes: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    similarity: torch.Tensor
+    match_a2b: torch.Tensor
+    match_b2a: torch.Tensor
+    attention: torch.Tensor | None
+    context_frames: list[int]
+    feature_frames: int
+    label: str
 
 
 def box_colour(i: int) -> tuple[float, float, float, float]:
@@ -147,7 +168,7 @@ def _attention_rows(fig, r: RegionsResult, queries: Sequence[int], layer: int | 
 
 def regions_figure(r: RegionsResult, queries: Sequence[int], layer: int | None = None,
                    title: str = "") -> plt.Figure:
-    """The whole picture of one :class:`~constcl.viz.regions.RegionsResult`.
+    """The whole picture of one :class:`RegionsResult`.
 
     ``queries``: view-a boxes whose attention is drawn; ``layer``: 1-based decoder layer, or
     None for the mean over layers. Match lines are ``ConnectionPatch`` artists of the figure

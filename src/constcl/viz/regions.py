@@ -32,7 +32,7 @@ from constcl.errors import ConstclError
 from constcl.losses.region_info_nce import match_boxes
 from constcl.models.constcl import REGION_VARIANTS, ConSTCL
 from constcl.models.region_head import context_indices, roi_features
-from constcl.viz.figure import regions_figure, save_figure
+from constcl.viz.figure import RegionsResult, regions_figure, save_figure
 
 __all__ = ["RegionsResult", "RegionsSettings", "compute_regions", "load_run_model", "run"]
 
@@ -76,30 +76,6 @@ class RegionsSettings:
             raise ValueError(f"layer is 1-based; got {self.layer}")
         if self.random_init and self.checkpoint is not None:
             raise ValueError("give either random_init or a checkpoint, not both")
-
-
-@dataclass
-class RegionsResult:
-    """Everything :func:`constcl.viz.figure.regions_figure` draws.
-
-    views: ``{"a", "b"}`` -> (3, T, S, S) clips in [-1, 1]; boxes: -> (K, 4) normalised
-    key-frame boxes; masks: -> (K,) bool validity; similarity: (K, K) cosine of h_a (rows) and
-    h_b (columns); match_a2b / match_b2a: (K,) argmax partners (into view b's / view a's boxes);
-    attention: (layers, units, K, L_c, H', W') weights of view a's queries over view b's
-    context, or None without a decoder; context_frames: the L_c feature-frame indices of the
-    context; feature_frames: T'; label: what network this is.
-    """
-
-    views: dict[str, torch.Tensor]
-    boxes: dict[str, torch.Tensor]
-    masks: dict[str, torch.Tensor]
-    similarity: torch.Tensor
-    match_a2b: torch.Tensor
-    match_b2a: torch.Tensor
-    attention: torch.Tensor | None
-    context_frames: list[int]
-    feature_frames: int
-    label: str
 
 
 def _run_config(run_dir: Path, state: dict | None) -> Config:
