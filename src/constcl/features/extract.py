@@ -59,6 +59,7 @@ from constcl.features.loader import VideoChunks
 from constcl.features.plan import STRIDE_UNITS, Job, output_files, plan_jobs, read_box_rows
 from constcl.models.r3d import INPUT_NORMS
 from constcl.runlock import run_lock
+from constcl.version import __version__
 
 __all__ = ["ExtractResult", "ExtractSettings", "extract", "PRECISIONS"]
 
@@ -155,8 +156,6 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _settings_record(settings: ExtractSettings) -> dict[str, Any]:
     """Every setting of the first run into OUT, the weights' identity and the version."""
-    from constcl import __version__
-
     fields = {k: (str(v) if isinstance(v, Path) else v)
               for k, v in dataclasses.asdict(settings).items()}
     return {"settings": fields, "checkpoint": checkpoint_identity(

@@ -11,7 +11,7 @@ bad (also after some chunks: the consumer drops what it has of that video).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
@@ -20,10 +20,20 @@ from constcl.data.decode import VideoError, decode_clips, probe
 from constcl.eval.views import centred_indices, clamped_clip_indices, spatial_crops
 from constcl.features.plan import Job, snippet_starts
 
-if TYPE_CHECKING:
-    from constcl.features.extract import ExtractSettings
+__all__ = ["ChunkSettings", "VideoChunks", "decode_snippets", "video_meta"]
 
-__all__ = ["VideoChunks", "decode_snippets", "video_meta"]
+
+class ChunkSettings(Protocol):
+    """The fields of ``features.extract.ExtractSettings`` that decoding reads (named here, not
+    imported: ``extract`` imports this module)."""
+
+    clip_frames: int  # frames per snippet
+    frame_stride: int  # spacing of a snippet's frames, in nominal frames
+    size: int  # short side of the decoded frames, then the centre size x size crop
+    stride: float  # a snippet every stride seconds (or frames)
+    stride_unit: str  # "seconds" or "frames"
+    decoder: str  # "pyav" or "torchcodec"
+    chunk_snippets: int  # snippets a worker decodes at a time
 
 
 class VideoChunks(IterableDataset):
@@ -34,7 +44,7 @@ class VideoChunks(IterableDataset):
         settings: the extraction settings.
     """
 
-    def __init__(self, jobs: list[Job], indices: list[int], settings: ExtractSettings) -> None:
+    def __init__(self, jobs: list[Job], indices: list[int], settings: ChunkSettings) -> None:
         self.jobs, self.indices, self.settings = jobs, indices, settings
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -44,7 +54,7 @@ class VideoChunks(IterableDataset):
             yield from _chunks(self.jobs[k], self.indices[k], self.settings)
 
 
-def _chunks(job: Job, index: int, settings: ExtractSettings) -> Iterator[dict[str, Any]]:
+def _chunks(job: Job, index: int, settings: ChunkSettings) -> Iterator[dict[str, Any]]:
     try:
         meta, clips, groups, box_clips = video_meta(job, settings)
         step = settings.chunk_snippets
@@ -61,7 +71,7 @@ def _chunks(job: Job, index: int, settings: ExtractSettings) -> Iterator[dict[st
         yield {"job": index, "error": err.reason}
 
 
-def video_meta(job: Job, settings: ExtractSettings
+def video_meta(job: Job, settings: ChunkSettings
                ) -> tuple[dict[str, Any], list[np.ndarray], list[list[tuple[int, Any]]],
                           list[np.ndarray]]:
     """Probe a video: (index-row fields, snippet clips, key-frame groups of ``(row, box)``,
@@ -93,7 +103,7 @@ def video_meta(job: Job, settings: ExtractSettings
     return meta, clips, groups, box_clips
 
 
-def decode_snippets(job: Job, clips: list[np.ndarray], settings: ExtractSettings) -> np.ndarray:
+def decode_snippets(job: Job, clips: list[np.ndarray], settings: ChunkSettings) -> np.ndarray:
     """uint8 ``(N, T, size, size, 3)``: the clips decoded with the short side at ``size`` and
     the centre square cropped (the evaluations' one-crop view). Raises VideoError."""
     frames = decode_clips(job.item.path, clips, short_side=settings.size,
