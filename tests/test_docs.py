@@ -4,7 +4,8 @@
 between pages, a docs page missing from the nav, or an API name that no longer exists in
 ``src/`` (a ``::: constcl.x`` block, a docstring the parser cannot read) fails it. README.md is
 not part of the site, so its relative links and anchors are checked here, and so are the
-``constcl.*`` names that README and the docs pages spell out in code.
+``constcl.*`` names and the source files (``eval/views.py``) that README and the docs pages
+spell out in code.
 """
 
 from __future__ import annotations
@@ -133,3 +134,18 @@ def test_api_names_in_readme_and_docs_exist():
         except (ImportError, AttributeError) as e:
             bad.append(f"{page}: {name} ({type(e).__name__}: {e})")
     assert not bad, "names in the docs that the library does not have:\n" + "\n".join(bad)
+
+
+def test_source_paths_in_readme_and_docs_exist():
+    # `eval/views.py`, `src/constcl/config.py`, `bench/mutation.py`: a file named by its path
+    # relative to the repository or to src/constcl must exist (a moved module leaves none stale)
+    path = re.compile(r"`([\w.-]+(?:/[\w.-]+)+\.py)`")
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    found, bad = 0, []
+    for page in pages:
+        for rel in path.findall(page.read_text(encoding="utf-8")):
+            found += 1
+            if not ((ROOT / rel).is_file() or (ROOT / "src" / "constcl" / rel).is_file()):
+                bad.append(f"{page.relative_to(ROOT)}: {rel}")
+    assert found > 10
+    assert not bad, "files named in the docs that do not exist:\n" + "\n".join(bad)
