@@ -282,8 +282,8 @@ MUTANTS: list[Mutant] = [
            "gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)",
            "gen = torch.Generator().manual_seed(self.seed * 1_000_003)",
            "every epoch uses the same permutation", [SAMPLER_CKPT]),
-    Mutant("export-swaps-res5-copies", E + "export.py",
-           'tensors[f"res5_local.{name}"] = value', 'tensors[f"res5_global.{name}"] = value',
+    Mutant("export-swaps-res5-copies", "src/constcl/backbone_file.py",
+           'tensors[f"{RES5_LOCAL}{name}"] = value', 'tensors[f"{RES5_GLOBAL}{name}"] = value',
            "export writes the local res5 copy over the global one", [EXPORT]),
     # ------------------------------------------------------------------------------ data
     Mutant("boxes-flip-not-applied", D + "augment.py",
@@ -327,8 +327,8 @@ MUTANTS: list[Mutant] = [
            "region boxes computed on the clip's first frame, not its key frame", [DATASET]),
     # ------------------------------------------------------------------------------ eval
     Mutant("loader-ignores-branch", V + "encoder.py",
-           'res5_prefix = "res5_local." if branch == "local" else "res5_global."',
-           'res5_prefix = "res5_global."',
+           'res5 = parts.res5_local if branch == "local" else parts.res5_global',
+           'res5 = parts.res5_global',
            "load_backbone returns the global res5 for branch='local'", [EXPORT]),
     Mutant("ava-ap-no-envelope", V + "metrics/ava_map.py",
            "p = np.maximum.accumulate(p[::-1])[::-1]", "# (precision envelope dropped)",
