@@ -109,3 +109,22 @@ def test_check_finite_names_the_bad_tensors():
     with pytest.raises(NonFiniteError, match=r"f: 2 tensor\(s\) hold NaN or inf \(b, c\)"):
         bf.check_finite({"a": torch.ones(2), "b": torch.tensor([float("nan")]),
                          "c": torch.tensor([float("inf")])}, "f")
+
+
+def test_every_reader_refuses_a_file_made_for_another_network(tmp_path):
+    """init_from (the config's names) and the evaluation loader (its arguments' names) both
+    ask :func:`check_compatible`."""
+    from constcl.engine.init_from import check_init_from
+    from constcl.eval.encoder import load_backbone
+
+    net = build_backbone("r3d_tiny")
+    meta = bf.BackboneMeta.from_config({"model": {**CONFIG["model"], "input_norm": "unit",
+                                                  "padding": "tf_same"}})
+    path = bf.write(tmp_path / "b.safetensors", bf.pack(net.state_dict()), meta)
+    assert check_init_from(path, "r3d_tiny", "unit", "tf_same")["padding"] == "tf_same"
+    with pytest.raises(ConstclError, match="set model.input_norm=unit$"):
+        check_init_from(path, "r3d_tiny", "clip", "tf_same")
+    with pytest.raises(ValueError, match="backbone='r3d_tiny', not backbone='r3d_small'"):
+        load_backbone(path, "global", backbone="r3d_small")
+    loaded = load_backbone(path, "global")
+    assert (loaded.input_norm, loaded.padding) == ("unit", "tf_same")
