@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -147,3 +149,38 @@ def test_resume_from_a_garbage_pt_is_one_line(tmp_path, caplog):
     assert code == 2 and len(errors) == 1, errors
     assert str(bad) in errors[0] and "weights_only" not in errors[0]
 
+
+
+BLOCKED = textwrap.dedent("""
+    import datetime, socket, sys
+    import constcl.cli as cli
+    import constcl.sigterm as sigterm
+    sigterm.GRACE_SECONDS = 1.0
+
+    def blocked(parser, args):  # a rank waiting for a peer that never comes, inside C++
+        import torch.distributed as dist
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+        print("ready", flush=True)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                                world_size=2, timeout=datetime.timedelta(seconds=120))
+
+    cli._dispatch = blocked
+    sys.exit(cli.main(["info"]))
+""")
+
+
+def test_sigterm_ends_a_process_blocked_in_c_code():
+    """SIGTERM unwinds through Python; a process blocked in C++ (a collective waiting for a
+    dead rank) never gets there, so a watchdog ends it after the grace period, one line."""
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # inside the rendezvous wait
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("constcl: error: stopped by SIGTERM"), lines

@@ -9,7 +9,6 @@ others.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import importlib
 import logging
@@ -17,11 +16,10 @@ import math
 import os
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from constcl.errors import EXPECTED_ERRORS, user_message
+from constcl.sigterm import SigtermGuard, Terminated
 
 log = logging.getLogger("constcl")
 
@@ -137,42 +135,6 @@ def _is_expected(err: BaseException) -> bool:
     return isinstance(err, EXPECTED_ERRORS)
 
 
-class Terminated(BaseException):
-    """SIGTERM received by the main process: unwinds like Ctrl-C, so worker pools stop, locks
-    are released and temporary files removed, then :func:`main` exits with 128 + 15."""
-
-
-def _on_sigterm(main_pid: int, saved: dict[str, object]) -> Callable[[int, object], None]:
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != main_pid:
-            # a forked worker (DataLoader, process pool) inherited this handler: leave quietly.
-            # Exit status 0, since a worker killed by a signal makes PyTorch's SIGCHLD handler
-            # raise "DataLoader worker ... is killed by signal" in the main process while it
-            # unwinds; the main process reports the SIGTERM.
-            os._exit(0)
-        # Workers killed by the same SIGTERM (sent to the process group) must not make that
-        # SIGCHLD handler raise while this process unwinds: the exit is already on its way.
-        saved.setdefault("sigchld", signal.signal(signal.SIGCHLD, signal.SIG_DFL))
-        raise Terminated()
-
-    return handler
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds(saved: dict[str, object]) -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (restored after,
-    so that ``main`` called from other code leaves no handler behind; the SIGCHLD handler the
-    SIGTERM put aside is restored by :func:`main` once the unwinding is over)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid(), saved))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _check_finite_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Every float flag must be a finite number: ``float()`` accepts ``nan`` and ``inf``, which
     pass checks such as ``lr > 0`` and then turn every number computed from them into NaN."""
@@ -197,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                                     datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         handlers=[handler])
-    saved: dict[str, object] = {}
+    guard = SigtermGuard()  # SIGTERM unwinds like Ctrl-C (constcl/sigterm.py)
     try:
-        with _sigterm_unwinds(saved):
+        try:
             return _dispatch(parser, args)
+        finally:
+            guard.restore()
     except Terminated:
         pass  # below, once the traceback and the DataLoader iterators it holds are gone
     except Exception as err:
@@ -208,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         report_error(user_message(err))
         return 2
+    finally:
+        if not guard.terminated:
+            guard.close()
     gc.collect()  # shuts the workers down while SIGCHLD is still quiet
-    if saved.get("sigchld") is not None:
-        signal.signal(signal.SIGCHLD, saved["sigchld"])
+    guard.close()
     report_error("stopped by SIGTERM (outputs written so far are kept; running the same "
                  "command again resumes where the command supports it)")
     return 128 + signal.SIGTERM
