@@ -201,8 +201,8 @@ class TrainConfig:
     model.sync_bn, model.padding, model.init_from;
     each allowed change is logged as a WARNING and recorded in RUN/config_history.jsonl. Shape
     fields (model.backbone, variant, local_source, embed_dim, num_classes, context_length,
-    decoder_layers, decoder_units, decoder_width) can never change on resume. All other fields (out_dir,
-    run_name, log_every, checkpoint_every, keep_checkpoints, progress, time_limit_minutes,
+    decoder_layers, decoder_units, decoder_width) can never change on resume. All other fields
+    (out_dir, run_name, log_every, checkpoint_every, keep_checkpoints, progress, time_limit_minutes,
     max_bad_steps, device, cpu_threads, channels_last, compile, deterministic, resume,
     resume_allow_changes, data.workers) may always change."""
     max_bad_steps: int = 5
