@@ -192,3 +192,22 @@ def test_model_reports_attention_entropy_over_valid_boxes_only():
     assert got == pytest.approx((0.2 + 0.4 + 0.5) / 3)
     none = torch.zeros(1, 2, dtype=torch.bool)
     assert _attention_statistic(a2b, b2a, none, none).item() == 1.0
+
+
+def test_forward_entropy_equals_the_one_from_the_written_out_attention():
+    """The forward's attn_entropy_* (from its own q and k) equals the entropy of the weights
+    that translate_with_attention writes out, computed here by hand, layer by layer."""
+    torch.manual_seed(0)
+    head = RegionHead(channels=16, context_length=3, num_layers=2, num_units=2, width=8)
+    fa, fb = torch.randn(2, 16, 4, 3, 3), torch.randn(2, 16, 4, 3, 3)
+    boxes = torch.tensor([[[0.1, 0.1, 0.6, 0.7], [0.3, 0.2, 0.9, 0.9]]]).repeat(2, 1, 1)
+    out = head(fa, fb, boxes, boxes)
+    h_a = roi_features(F.normalize(fa, dim=1)[:, :, 2], boxes)
+    _, weights = head.translate_with_attention(h_a, head.context_tokens(F.normalize(fb, dim=1)))
+    n = weights.shape[-1]
+    by_hand = torch.zeros(2, 2)
+    for layer in range(2):
+        for unit in range(2):
+            p = weights[layer, :, unit]  # (B, K, N)
+            by_hand += -(p * p.log()).sum(-1) / math.log(n) / 4
+    torch.testing.assert_close(out["attn_entropy_a2b"], by_hand, rtol=1e-5, atol=1e-6)

@@ -94,6 +94,13 @@ class PositionalCode(nn.Module):
         return torch.cat([self.temporal(grid[:, :1]), self.spatial(grid[:, 1:])], dim=1)
 
 
+def relative_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy ``-sum_n p_n log p_n`` of attention weights (..., N) over their last axis,
+    divided by ``log N``: 1.0 is uniform attention, 0.0 all weight on one token."""
+    entropy = -(weights * weights.clamp_min(1e-30).log()).sum(dim=-1)
+    return entropy / math.log(weights.shape[-1])
+
+
 class DecoderLayer(nn.Module):
     """``num_units`` independent attention units of width ``width``, outputs concatenated.
 
@@ -129,8 +136,16 @@ class DecoderLayer(nn.Module):
         q, k = self._split(self.q(x)), self._split(self.k(memory))
         return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.width), dim=-1)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory: torch.Tensor,
+                entropies: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, K, query_dim), memory (B, N, memory_dim) -> (B, K, num_units * width). With a
+        list ``entropies``, appends this layer's attention entropy per unit and query, (B, U, K)
+        divided by log N (:func:`relative_entropy`; from the same q and k, no gradient)."""
         q, k, v = self._split(self.q(x)), self._split(self.k(memory)), self._split(self.v(memory))
+        if entropies is not None:
+            with torch.no_grad():
+                logits = q.detach() @ k.detach().transpose(-2, -1) / math.sqrt(self.width)
+                entropies.append(relative_entropy(torch.softmax(logits.float(), dim=-1)))
         o = F.scaled_dot_product_attention(q, k, v) + q  # scale 1/sqrt(width)
         o = F.layer_norm(o, (self.width,), eps=self.eps)
         o = o * self.norm_weight[:, None] + self.norm_bias[:, None]
@@ -178,11 +193,13 @@ class RegionHead(nn.Module):
         code = self.pos_code(self.context_length, h, w, fmap.device).to(tokens.dtype)
         return torch.cat([tokens, code.expand(batch, -1, -1)], dim=2)
 
-    def translate(self, queries: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """Queries (B, K, C) through the decoder on memory (B, N, C + 16) -> (B, K, C)."""
+    def translate(self, queries: torch.Tensor, memory: torch.Tensor,
+                  entropies: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Queries (B, K, C) through the decoder on memory (B, N, C + 16) -> (B, K, C); with a
+        list ``entropies``, each layer appends its relative attention entropy (B, U, K)."""
         x = queries
         for layer in self.layers:
-            x = layer(x, memory)
+            x = layer(x, memory, entropies)
         return self.proj(x)
 
     def translate_with_attention(self, queries: torch.Tensor, memory: torch.Tensor
@@ -206,11 +223,10 @@ class RegionHead(nn.Module):
         divided by ``log N`` and averaged over layers and units. 1.0 is uniform attention (the
         context is the other view's mean); 0.0 is attention on a single token.
         """
+        entropies: list[torch.Tensor] = []
         with torch.no_grad():
-            _, weights = self.translate_with_attention(queries.detach(), memory.detach())
-            weights = weights.float()  # (L, B, U, K, N)
-            entropy = -(weights * weights.clamp_min(1e-30).log()).sum(dim=-1)
-            return (entropy / math.log(weights.shape[-1])).mean(dim=(0, 2))
+            self.translate(queries.detach(), memory.detach(), entropies)
+        return _mean_entropy(entropies)
 
     def forward(self, fmap_a: torch.Tensor, fmap_b: torch.Tensor, boxes_a: torch.Tensor,
                 boxes_b: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -218,7 +234,8 @@ class RegionHead(nn.Module):
 
         Returns h_a, h_b (targets) and z_a2b, z_b2a (translations), each (B, K, C); with
         context also ``attn_entropy_a2b`` / ``attn_entropy_b2a`` (B, K), the decoder's relative
-        attention entropy per query (:meth:`attention_entropy`; statistics, no gradient).
+        attention entropy per query (:meth:`attention_entropy`; computed from the forward's own
+        queries and keys, statistics without gradient).
         """
         fa, fb = F.normalize(fmap_a, dim=1), F.normalize(fmap_b, dim=1)
         key = fa.shape[2] // 2
@@ -226,8 +243,15 @@ class RegionHead(nn.Module):
         h_b = roi_features(fb[:, :, key], boxes_b)
         if not self.use_context:
             return {"h_a": h_a, "h_b": h_b, "z_a2b": self.mlp(h_a), "z_b2a": self.mlp(h_b)}
-        z_a2b = self.translate(h_a, self.context_tokens(fb))
-        z_b2a = self.translate(h_b, self.context_tokens(fa))
+        ent_a2b: list[torch.Tensor] = []
+        ent_b2a: list[torch.Tensor] = []
+        z_a2b = self.translate(h_a, self.context_tokens(fb), ent_a2b)
+        z_b2a = self.translate(h_b, self.context_tokens(fa), ent_b2a)
         return {"h_a": h_a, "h_b": h_b, "z_a2b": z_a2b, "z_b2a": z_b2a,
-                "attn_entropy_a2b": self.attention_entropy(h_a, self.context_tokens(fb)),
-                "attn_entropy_b2a": self.attention_entropy(h_b, self.context_tokens(fa))}
+                "attn_entropy_a2b": _mean_entropy(ent_a2b),
+                "attn_entropy_b2a": _mean_entropy(ent_b2a)}
+
+
+def _mean_entropy(entropies: list[torch.Tensor]) -> torch.Tensor:
+    """Per-layer (B, U, K) relative entropies -> (B, K): the mean over layers and units."""
+    return torch.stack(entropies).mean(dim=(0, 2))
