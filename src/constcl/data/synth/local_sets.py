@@ -25,7 +25,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,12 +36,12 @@ from constcl.data.synth.render import render, visible_boxes
 from constcl.data.synth.scene import ObjectTrack, Scene
 from constcl.data.synth.taxonomy import SHAPES
 from constcl.data.synth.video import MIN_VISIBLE
+from constcl.data.synth.world import SUMMARY, prepare_folder
 from constcl.runlock import run_lock
 
 log = logging.getLogger(__name__)
 
 VERSION = "v3"
-SUMMARY = "summary.json"
 STREAM = 7  # sequence i draws from SeedSequence([seed, STREAM, i]): apart from the videos'
 RADIUS = (0.13, 0.17)  # every object's base radius, as a fraction of the frame
 OBJECTS = (3, 4)  # objects per sequence (inclusive)
@@ -227,18 +226,7 @@ def generate_local_sets(out_dir: str | os.PathLike[str], sequences: int = 64, se
         old = _load(root)
         if old and old.get("complete") and old.get("params") == asdict(params):
             return root
-        if root.exists() and any(p.name not in (SUMMARY,) and not p.name.startswith(".")
-                                 for p in root.iterdir()):
-            if old is None:
-                raise FileExistsError(f"{root} is not empty and holds no {SUMMARY}; "
-                                      f"not overwriting")
-            for name in ("otb", "davis", SUMMARY):
-                path = root / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
-        root.mkdir(parents=True, exist_ok=True)
+        prepare_folder(root, ("otb", "davis"))
         jobs = [SequenceJob(str(root), i, seed, size, frames) for i in range(sequences)]
         workers = max(1, min(workers or os.cpu_count() or 1, sequences))
         if workers == 1:

@@ -208,12 +208,14 @@ def _available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _prepare(root: Path) -> None:
-    """Empty a previous world's entries in ``root``; refuse to touch a folder that is not one."""
+def prepare_folder(root: Path, owned: tuple[str, ...] = OWNED) -> None:
+    """Empty a previous generation's ``owned`` entries and ``summary.json`` in ``root``;
+    refuse to touch a non-empty folder without a summary (not one of ours). The world and the
+    local sets (``local_sets.py``) both use it."""
     if root.exists() and any(p.name != LOCK_NAME for p in root.iterdir()):
         if not (root / SUMMARY).exists():
             raise FileExistsError(f"{root} is not empty and holds no {SUMMARY}; not overwriting")
-        for name in (*OWNED, SUMMARY):
+        for name in (*owned, SUMMARY):
             path = root / name
             if path.is_dir():
                 shutil.rmtree(path)
@@ -266,7 +268,7 @@ def generate_world(
                 and not force:
             existing.reused = True
             return existing
-        _prepare(root)
+        prepare_folder(root)
         classes = [name for name, _, _ in class_table()]
         summary = WorldSummary(root, params, classes, list(ACTIONS), {}, complete=False)
         summary.save()
