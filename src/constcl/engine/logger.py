@@ -140,7 +140,9 @@ class RunLogger:
             eta = elapsed / max(done, 1) * (self.total - step)
             log.info("step %d/%d  loss %.4f  acc %.3f  lr %.4g  %.1f clips/s  data wait %.0f%%  "
                      "eta %s", step, self.total, metrics.get("loss", float("nan")),
-                     metrics.get("global_accuracy", float("nan")), metrics.get("lr", 0.0),
+                     metrics.get("global_accuracy",  # the supervised reference's own accuracy
+                                 metrics.get("train_accuracy", float("nan"))),
+                     metrics.get("lr", 0.0),
                      metrics.get("clips_per_s", 0.0), 100 * metrics.get("data_wait_share", 0.0),
                      time.strftime("%H:%M:%S", time.gmtime(eta)))
 
