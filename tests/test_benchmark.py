@@ -144,7 +144,7 @@ def test_rerun_with_another_evaluation_setting_evaluates_only_that_task(monkeypa
     text = (tmp_path / "RESULTS.md").read_text()
     assert "0 of 3 evaluations were reused whole" in text
     assert "3 had only track evaluated again by this call" in text
-    assert "(8 OTB targets spread evenly over the list sorted by name, the first 64 DAVIS" in text
+    assert "; 8 OTB targets spread evenly over the list sorted by name, the first 64 DAVIS" in text
     lines = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert [x["budget"]["otb_sequences"] for x in lines] == [4] * 3 + [8] * 3
     calls.clear()

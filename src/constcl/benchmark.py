@@ -63,6 +63,8 @@ TASK_FIELDS = {"classify": ("probe_weight_decay",), "knn": (), "detect": ("probe
                "track": ("otb_sequences", "otb_subset", "local_sets"),
                "propagate": ("davis_sequences", "local_sets")}
 LOCAL_SETS = ("v2", "v3")  # docs/synthetic_world.md: the world's own sets / the look-alike sets
+LOCAL_SETS_TEXT = {"v2": "the val videos' own tracks and masks",
+                   "v3": "look-alike instances crossing the target, docs/synthetic_world.md"}
 # the statistics of the local mechanism read from a run's metrics.jsonl (the mean over its
 # last MECHANISM_TAIL logged steps): models.constcl / losses.region_info_nce
 MECHANISM = ("attn_entropy", "region_match_accuracy", "region_match_chance",
@@ -356,7 +358,8 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
     seeds = ",".join(str(s) for s in b.seeds)
     strength = str(b.color_strength if b.color_strength is not None else demo_color_strength())
     header = [
-        "# Results: random init vs CVRL vs region vs ConST-CL on the synthetic world", "",
+        "# Results: random init vs CVRL vs region vs ConST-CL vs supervised on the synthetic "
+        "world", "",
         f"Date {time.strftime('%Y-%m-%d %H:%M')}; machine: CPU ({machine()}); "
         + provenance(runs, minutes), "", f"Command: `{command}`", "",
         f"Budget: {b.steps} pretraining steps x {b.batch} videos per variant and seed, backbone "
@@ -366,7 +369,8 @@ def write_results(out: Path, runs: list[dict], b: Budget, minutes: float, plots:
         f"{b.world_seed}, {b.videos} videos (128 x 128, 64 frames). Evaluation: linear probe "
         f"(60 epochs, weight decay {b.probe_weight_decay}) and kNN on the UCF101-style split 1 "
         f"(2 clips per video), AVA-style frame mAP with a probe on ground-truth boxes, OTB and "
-        f"DAVIS on res5 dilated to stride 8 ({b.otb_sequences} OTB targets spread evenly over "
+        f"DAVIS on res5 dilated to stride 8, local sets {b.local_sets} "
+        f"({LOCAL_SETS_TEXT[b.local_sets]}; {b.otb_sequences} OTB targets spread evenly over "
         f"the list sorted by name, the first {b.davis_sequences} DAVIS val sequences). All "
         f"numbers in %, mean ± standard deviation over seeds.", "",
     ]
