@@ -34,8 +34,7 @@ from pathlib import Path
 import torch
 
 from constcl.config import load_config
-from constcl.data.sources import read_csv_rows
-from constcl.data.synth import generate_world
+from constcl.data.synth import generate_world, split_videos
 from constcl.data.synth.local_sets import generate_local_sets
 from constcl.engine.presets import preset_path
 from constcl.engine.pretrain import pretrain
@@ -139,9 +138,8 @@ def local_sets_dir(out: Path, b: Budget) -> Path:
 def train_split_source(world: Path, out: Path) -> Path:
     """A ``path,label`` CSV of the world's training split (the class name as label: sorted, as
     the world's labels are) for the supervised reference, which must not see test labels."""
-    _, rows = read_csv_rows(world / "videos.csv")
     text = "path,label\n" + "".join(f"{world / r['path']},{r['class_name']}\n"
-                                    for _, r in rows if r.get("split") == "train")
+                                    for r in split_videos(world, "train"))
     path = out / "supervised_train.csv"
     if not path.is_file() or path.read_text() != text:
         tmp = path.with_suffix(".tmp")

@@ -19,6 +19,7 @@ from constcl.convert import ConvertSettings, convert_cvrl
 from constcl.engine.export import export_backbone
 from constcl.models import build_model
 from constcl.models.r3d import standardize_clip
+from tests.eval.test_export_branches import perturb
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tf"
 
@@ -28,15 +29,8 @@ def trained_model(input_norm: str = "none"):
     torch.manual_seed(0)
     model = build_model("r3d_tiny", variant="constcl", local_source="y", context_length=3,
                         input_norm=input_norm)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for module in (model.backbone, model.res5_local):
-            for p in module.parameters():
-                p.add_(torch.randn(p.shape, generator=gen) * 0.3)
-            for m in module.modules():
-                if isinstance(m, torch.nn.BatchNorm3d):
-                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.2)
-                    m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
+    perturb(model.backbone, 1)
+    perturb(model.res5_local, 2)
     return model.eval()
 
 

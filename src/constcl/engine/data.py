@@ -98,10 +98,9 @@ def training_videos(cfg: Config) -> list[VideoItem] | ShardList:
 def synthetic_train_split(world: Path, items: list[VideoItem]) -> list[VideoItem]:
     """The items of the synthetic world's training split (``videos.csv`` split column): the
     supervised reference must never see the labels of the videos the evaluation tests on."""
-    from constcl.data.sources import read_csv_rows
+    from constcl.data.synth import split_videos
 
-    _, rows = read_csv_rows(world / "videos.csv")
-    train = {(world / r["path"]).resolve() for _, r in rows if r.get("split") == "train"}
+    train = {(world / r["path"]).resolve() for r in split_videos(world, "train")}
     return [item for item in items if item.path.resolve() in train]
 
 

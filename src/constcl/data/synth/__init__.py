@@ -7,6 +7,6 @@ DAVIS-2017; see ``docs/synthetic_world.md``.
 
 from __future__ import annotations
 
-from constcl.data.synth.world import WorldParams, WorldSummary, generate_world
+from constcl.data.synth.world import WorldParams, WorldSummary, generate_world, split_videos
 
-__all__ = ["WorldParams", "WorldSummary", "generate_world"]
+__all__ = ["WorldParams", "WorldSummary", "generate_world", "split_videos"]

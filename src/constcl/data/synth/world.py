@@ -208,6 +208,15 @@ def _available_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def split_videos(root: Path, split: str) -> list[dict[str, str]]:
+    """The ``videos.csv`` rows of a world's ``split`` (``train`` or ``val``), in file order:
+    ``video_id, path`` (relative to ``root``), ``label, class_name, split, num_objects``."""
+    from constcl.data.sources import read_csv_rows
+
+    _, rows = read_csv_rows(Path(root) / "videos.csv")
+    return [row for _, row in rows if row.get("split") == split]
+
+
 def prepare_folder(root: Path, owned: tuple[str, ...] = OWNED) -> None:
     """Empty a previous generation's ``owned`` entries and ``summary.json`` in ``root``;
     refuse to touch a non-empty folder without a summary (not one of ours). The world and the
