@@ -167,7 +167,7 @@ def test_propagate_cli_end_to_end_and_cache(world: Path, tmp_path: Path, capsys)
     # a rerun with other propagation settings reads the cached features
     cached = {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.npz")}
     assert len(cached) == 2
-    res2 = _run(world, out, "--temperature", "0.07", "--topk", "5", "--no-masks")
+    res2 = _run(world, out, "--temperature", "0.07", "--topk", "5", "--no-write-masks")
     assert res2["propagation"]["temperature"] == 0.07
     assert {p: p.stat().st_mtime_ns for p in (out / "cache").glob("*.npz")} == cached
 

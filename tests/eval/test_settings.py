@@ -15,40 +15,113 @@ import json
 import pytest
 
 from constcl.commands import eval_classify, eval_detect, eval_propagate, eval_track
-from constcl.commands.eval_args import settings_from_args
+from constcl.commands.settings_flags import settings_from_args
 from constcl.eval import classify, detect, propagate, track
+from constcl.eval.settings import field_docs
 
 REQUIRED = {"checkpoint": "random", "out": "/tmp/unused-out", "data": "/tmp/unused-data"}
-CASES = [(classify, eval_classify, {}), (detect, eval_detect, {}),
-         (track, eval_track, {"tracker": track.SiamFCConfig()}),
-         (propagate, eval_propagate, {"propagation": propagate.PropagationConfig()})]
+CASES = [(classify, eval_classify), (detect, eval_detect), (track, eval_track),
+         (propagate, eval_propagate)]
+IDS = ["classify", "detect", "track", "propagate"]
+
+
+def _parser(command) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser
 
 
 def _parse(command, argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    command.add_arguments(parser)
-    return parser.parse_args(argv)
+    return _parser(command).parse_args(argv)
 
 
-@pytest.mark.parametrize(("task", "command", "nested"), CASES,
-                         ids=["classify", "detect", "track", "propagate"])
-def test_command_line_defaults_are_the_settings_defaults(task, command, nested):
+def _all_fields(cls) -> list[tuple[type, dataclasses.Field]]:
+    """(declaring dataclass, field) for every field, nested hyper-parameter classes included."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory):
+            out += _all_fields(f.default_factory)
+        else:
+            out.append((cls, f))
+    return out
+
+
+@pytest.mark.parametrize(("task", "command"), CASES, ids=IDS)
+def test_command_line_defaults_are_the_settings_defaults(task, command):
     args = _parse(command, [f"--{k}={v}" for k, v in REQUIRED.items()])
-    from_cli = settings_from_args(task.Settings, args, **nested)
-    assert from_cli == task.Settings(**REQUIRED)
-    # and every settings field is reachable from the command line
-    names = set(vars(args))
-    missing = {f.name for f in dataclasses.fields(task.Settings)} - names - set(nested)
-    assert missing <= {"write_masks"}  # propagate: --no-masks is its negation
+    assert settings_from_args(task.Settings, args) == task.Settings(**REQUIRED)
+
+
+@pytest.mark.parametrize(("task", "command"), CASES, ids=IDS)
+def test_every_field_is_one_flag_with_the_docstring_as_help(task, command):
+    actions = {a.dest: a for a in _parser(command)._actions if a.dest != "help"}
+    fields = _all_fields(task.Settings)
+    assert sorted(actions) == sorted(f.name for _, f in fields)
+    for owner, f in fields:
+        doc = field_docs(owner)[f.name]  # KeyError: a field without documentation
+        assert len(doc) > 10
+        action = actions[f.name]
+        assert action.option_strings[0] == "--" + f.name.replace("_", "-")
+        # the help is the docstring entry without its markup (argparse %-escapes undone)
+        plain = doc.replace("``", "").replace(":class:`", "").replace("`", "")
+        assert action.help.replace("%%", "%").startswith(plain), (f.name, action.help, plain)
+        if "choices" in f.metadata:
+            assert tuple(action.choices) == f.metadata["choices"]
+
+
+def test_field_docs_reads_entries_continuations_and_subclass_overrides():
+    @dataclasses.dataclass
+    class Base:
+        """Summary line: not a field.
+
+        alpha: first line
+            continued here.
+        beta: the base's text.
+        gamma is not an entry: no field named so.
+        """
+
+        alpha: int = 1
+        beta: int = 2
+
+    @dataclasses.dataclass
+    class Child(Base):
+        """Child.
+
+        Attributes:
+            beta: the child's text.
+            delta: own field.
+        """
+
+        delta: int = 3
+
+    assert field_docs(Child) == {"alpha": "first line continued here.",
+                                 "beta": "the child's text.", "delta": "own field."}
+
+
+def test_bool_field_is_a_flag_and_its_negation():
+    on = _parse(eval_propagate, [f"--{k}={v}" for k, v in REQUIRED.items()])
+    off = _parse(eval_propagate, [*(f"--{k}={v}" for k, v in REQUIRED.items()),
+                                  "--no-write-masks"])
+    assert settings_from_args(propagate.Settings, on).write_masks is True
+    assert settings_from_args(propagate.Settings, off).write_masks is False
 
 
 def test_nested_tracker_and_propagation_flags_reach_the_settings():
     args = _parse(eval_track, [*(f"--{k}={v}" for k, v in REQUIRED.items()),
                                "--scale-num", "5", "--window-influence", "0.3"])
-    tracker = track.SiamFCConfig(**{f.name: getattr(args, f.name)
-                                    for f in dataclasses.fields(track.SiamFCConfig)})
-    s = settings_from_args(track.Settings, args, tracker=tracker)
+    s = settings_from_args(track.Settings, args)
     assert (s.tracker.scale_num, s.tracker.window_influence) == (5, 0.3)
+    assert s.tracker.exemplar_sz == track.SiamFCConfig().exemplar_sz
+    args = _parse(eval_propagate, [*(f"--{k}={v}" for k, v in REQUIRED.items()),
+                                   "--temperature", "0.07", "--radius", "0"])
+    p = settings_from_args(propagate.Settings, args).propagation
+    assert (p.temperature, p.radius, p.topk) == (0.07, 0.0, propagate.PropagationConfig().topk)
+
+
+def test_missing_required_flag_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        _parse(eval_classify, ["--checkpoint", "random", "--out", "x"])
+    assert "--data" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("make", "field", "allowed"), [
@@ -123,3 +196,22 @@ def test_python_api_returns_what_it_writes_and_what_the_command_line_gets(name, 
     timing = {"fps"}  # the tracker's speed differs from run to run
     assert {k: v for k, v in from_cli["metrics"].items() if k not in timing} == pytest.approx(
         {k: v for k, v in written["metrics"].items() if k not in timing}, nan_ok=True)
+
+
+def test_extract_flags_are_its_settings_fields():
+    from constcl.commands import extract as extract_command
+    from constcl.features.extract import ExtractSettings
+
+    parser = _parser(extract_command)
+    args = parser.parse_args(["videos/", "--checkpoint", "random", "--out", "/tmp/unused-out"])
+    assert settings_from_args(ExtractSettings, args) == ExtractSettings(
+        source="videos/", checkpoint="random", out="/tmp/unused-out")
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert sorted(actions) == sorted(f.name for f in dataclasses.fields(ExtractSettings))
+    assert actions["source"].option_strings == []  # positional
+    docs = field_docs(ExtractSettings)
+    assert all(len(docs[f.name]) > 10 for f in dataclasses.fields(ExtractSettings))
+    off = parser.parse_args(["v/", "--checkpoint", "random", "--out", "o", "--no-progress",
+                             "--strict"])
+    s = settings_from_args(ExtractSettings, off)
+    assert (s.progress, s.strict) == (False, True)

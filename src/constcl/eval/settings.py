@@ -11,14 +11,20 @@ order::
                                             data="data/synth", out="eval/classify"))
     result["metrics"]["top1"]
 
-The command line (``constcl eval TASK --flag ...``) only parses its flags into these classes;
-every flag is the field of the same name with ``-`` for ``_``.
+The command line (``constcl eval TASK --flag ...``) is generated from these classes: every field
+is the flag of the same name with ``-`` for ``_`` (the fields of a nested hyper-parameter class,
+such as the tracker's, are flags of their own), its default is the field's, its help is the
+field's entry in the class docstring (:func:`field_docs`) and its choices are the field's
+``choices`` metadata (:func:`choice`), which ``__post_init__`` also checks. A field is documented
+once, in the docstring, and that text is both the API reference and ``--help``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +35,8 @@ from constcl.eval.frame_encoder import ENCODER_STAGES, FRAME_MODES
 from constcl.models.r3d import INPUT_NORMS
 
 __all__ = ["ClipProbeSettings", "EncoderSettings", "FrameEncoderSettings", "as_paths",
-           "check_choice", "check_finite_fields", "check_positive"]
+           "check_choice", "check_choices", "check_finite_fields", "check_positive", "choice",
+           "field_docs"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -39,6 +46,48 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     allowed = tuple(allowed)
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+
+
+def choice(default: Any, allowed: Iterable[Any]) -> Any:
+    """A dataclass field with a closed set of values: ``field(default=default,
+    metadata={"choices": allowed})``; :func:`check_choices` enforces it and the command line
+    lists it."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(allowed)})
+
+
+def check_choices(settings: Any) -> None:
+    """Raise ``ValueError`` naming the first field whose value is not among its ``choices``
+    metadata (a None value passes when None is the field's default: "not given")."""
+    for f in dataclasses.fields(settings):
+        allowed = f.metadata.get("choices")
+        value = getattr(settings, f.name)
+        if allowed is not None and not (value is None and f.default is None):
+            check_choice(f.name, value, allowed)
+
+
+_ENTRY = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*): (.*)$")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's entry in the docstrings of ``cls`` and its dataclass bases, one line of text
+    per field name: an entry is a line ``name: text`` whose name is a field of ``cls``, with the
+    more-indented lines below it; a subclass's entry replaces its base's. The one place a
+    field is documented: the API reference shows the docstring, ``--help`` shows this text."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        lines = inspect.cleandoc(klass.__dict__.get("__doc__") or "").splitlines()
+        current, indent = None, 0
+        for line in lines:
+            m = _ENTRY.match(line)
+            if m and m.group(2) in names:
+                current, indent = m.group(2), len(m.group(1))
+                docs[current] = m.group(3).strip()
+            elif current and line.strip() and len(line) - len(line.lstrip()) > indent:
+                docs[current] += " " + line.strip()
+            else:
+                current = None
+    return docs
 
 
 def check_positive(settings: Any, *names: str, allow_none: bool = False) -> None:
@@ -79,11 +128,10 @@ class EncoderSettings:
         random-init baseline (then ``backbone`` is required).
     out: output folder (``results.json``, plots, feature cache).
     backbone: backbone name (r3d50, r3d26, r3d_small, r3d_tiny); read from the checkpoint's
-        metadata when None.
+        metadata when not given.
     branch: which res5 copy to evaluate: ``global`` (copy 1) or ``local`` (copy 2).
-    input_norm: input normalisation (``models.r3d.INPUT_NORMS``) of the random-init baseline
-        (None: ``"none"``); a checkpoint's comes from its metadata, and a value given here must
-        match it.
+    input_norm: input normalisation of the random-init baseline (not given: ``none``); a
+        checkpoint's comes from its metadata, and a value given here must match it.
     seed: seed of the random-init weights and of the classifier training.
     device: ``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:1``, ...
     workers: DataLoader worker processes that decode videos (0: in-process).
@@ -94,8 +142,8 @@ class EncoderSettings:
     checkpoint: str | Path
     out: str | Path
     backbone: str | None = None
-    branch: str = "global"
-    input_norm: str | None = None
+    branch: str = choice("global", BRANCHES)
+    input_norm: str | None = choice(None, INPUT_NORMS)
     seed: int = 0
     device: str = "auto"
     workers: int = 2
@@ -104,9 +152,7 @@ class EncoderSettings:
     def __post_init__(self) -> None:
         check_finite_fields(self)
         as_paths(self, "out", "cache_dir")
-        check_choice("branch", self.branch, BRANCHES)
-        if self.input_norm is not None:
-            check_choice("input_norm", self.input_norm, INPUT_NORMS)
+        check_choices(self)
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0; got {self.workers}")
 
@@ -125,8 +171,13 @@ class ClipProbeSettings(EncoderSettings):
     """The fields of the tasks that encode clips and train a classifier on the frozen features
     (classify, detect); each task's docstring says what they count there.
 
-    frames, stride, size: frames per clip, temporal stride, short side of the frames.
-    epochs, lr, batch_size, weight_decay: the classifier's SGD schedule.
+    frames: frames per clip.
+    stride: temporal stride between frames.
+    size: short side of the frames.
+    epochs: the classifier's SGD epochs.
+    lr: the classifier's peak SGD learning rate (on standardised features: 0.1 is robust).
+    batch_size: the classifier's batch.
+    weight_decay: the classifier's L2 weight decay (CVRL's linear evaluation uses 0).
     encode_batch_size: inputs per forward pass of the frozen encoder.
     """
 
@@ -162,15 +213,13 @@ class FrameEncoderSettings(EncoderSettings):
         small; on a busy shared CPU 1 thread can be several times faster than 2.
     """
 
-    stage: str = "res4"
-    frame_mode: str = "static"
+    stage: str = choice("res4", ENCODER_STAGES)
+    frame_mode: str = choice("static", FRAME_MODES)
     clip_len: int = 16
     threads: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("stage", self.stage, ENCODER_STAGES)
-        check_choice("frame_mode", self.frame_mode, FRAME_MODES)
         check_positive(self, "clip_len")
 
     def frame_encoder_spec(self) -> dict[str, object]:

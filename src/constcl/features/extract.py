@@ -52,7 +52,7 @@ from constcl.data.sources import VIDEO_EXTENSIONS, resolve_source
 from constcl.errors import ConstclError
 from constcl.eval.detect.roi import boxes_to_rois, detection_roi_features
 from constcl.eval.encoder import BRANCHES, resolve_device
-from constcl.eval.settings import as_paths, check_choice, check_positive
+from constcl.eval.settings import as_paths, check_choices, check_positive, choice
 from constcl.faults import kill_on_fault
 from constcl.features.encoder import Encoder, checkpoint_identity, load_encoder
 from constcl.features.loader import VideoChunks
@@ -75,55 +75,61 @@ _FREE_FIELDS = ("out", "batch_size", "workers", "device", "strict", "progress",
 class ExtractSettings:
     """``constcl extract SOURCE --checkpoint CK --out DIR`` options.
 
-    source: folder, CSV, list or prepared manifest (anything ``data.source`` reads).
-    checkpoint: ``backbone.safetensors`` (constcl export or ``constcl convert tf``) or
-        ``"random"`` (needs ``backbone``). out: output folder.
-    backbone, input_norm, seed: as :func:`constcl.features.load_encoder` (random init only).
-    branch: ``global``, ``local`` or ``both`` (one file per branch).
-    clip_frames, frame_stride: frames per snippet and their spacing in nominal frames.
-    size: short side of the decoded frames, then the centre ``size x size`` crop.
-    stride, stride_unit: a snippet every ``stride`` seconds (or frames).
-    dense: also write the res5 maps (float16). boxes: AVA-style CSV of boxes to pool.
-    root: folder that list entries are relative to (default: the list's folder).
-    batch_size: snippets per forward pass. workers: decoding processes (0: in-process).
-    device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1`` ... precision: ``fp32`` or
-        ``bf16`` (autocast; features are stored in float32 either way).
-    decoder: ``pyav`` or ``torchcodec``. strict: fail (exit 2) when any video is bad.
-    progress: show a progress bar. chunk_snippets: snippets a worker decodes at a time.
+    source: folder of videos (sub-folders mirrored in ``out``), .csv, .txt list or a prepared
+        manifest.csv (anything ``data.source`` reads).
+    checkpoint: ``backbone.safetensors`` (from ``constcl pretrain`` or ``constcl convert tf``),
+        or ``random`` (then ``backbone`` is required).
+    out: output folder (a rerun into it resumes).
+    backbone: backbone name; read from the checkpoint when not given.
+    input_norm: input normalisation of a random-init network (not given: ``none``).
+    seed: seed of random-init weights.
+    branch: res5 copy: ``global``, ``local`` (the region branch's) or ``both`` (one file each).
+    clip_frames: frames per snippet.
+    frame_stride: frames between a snippet's frames (nominal frame grid).
+    size: short side the frames are resized to, then the centre ``size x size`` crop.
+    stride: a snippet every ``stride`` seconds (or frames with ``stride_unit``).
+    stride_unit: unit of ``stride``.
+    dense: also write the res5 maps (float16, ``<name>.res5.npy``).
+    boxes: AVA-style CSV (video_id, timestamp, x1, y1, x2, y2 normalised): RoI features per row
+        in ``<name>.boxes.npy``.
+    root: folder that CSV / list entries are relative to (default: the list's folder).
+    batch_size: snippets per forward pass.
+    workers: DataLoader processes that decode videos (0: in-process).
+    device: ``auto`` (CUDA when available), ``cpu``, ``cuda:1``, ...
+    precision: ``bf16``: autocast the network (features are stored in float32 either way).
+    decoder: video decoder.
+    strict: fail (exit 2) when any video is bad (default: skip and list them).
+    progress: show a progress bar.
+    chunk_snippets: snippets a worker decodes at a time.
     """
 
     source: str | Path
     checkpoint: str | Path
     out: str | Path
     backbone: str | None = None
-    input_norm: str | None = None
+    input_norm: str | None = choice(None, INPUT_NORMS)
     seed: int = 0
-    branch: str = "global"
+    branch: str = choice("global", (*BRANCHES, "both"))
     clip_frames: int = 16
     frame_stride: int = 2
     size: int = 224
     stride: float = 1.0
-    stride_unit: str = "seconds"
+    stride_unit: str = choice("seconds", STRIDE_UNITS)
     dense: bool = False
     boxes: str | Path | None = None
     root: str | Path | None = None
     batch_size: int = 8
     workers: int = 2
     device: str = "auto"
-    precision: str = "fp32"
-    decoder: str = "pyav"
+    precision: str = choice("fp32", PRECISIONS)
+    decoder: str = choice("pyav", DECODERS)
     strict: bool = False
     progress: bool = True
     chunk_snippets: int = 32
 
     def __post_init__(self) -> None:
         as_paths(self, "out", "boxes", "root")
-        check_choice("branch", self.branch, (*BRANCHES, "both"))
-        check_choice("stride_unit", self.stride_unit, STRIDE_UNITS)
-        check_choice("precision", self.precision, PRECISIONS)
-        check_choice("decoder", self.decoder, DECODERS)
-        if self.input_norm is not None:
-            check_choice("input_norm", self.input_norm, INPUT_NORMS)
+        check_choices(self)
         check_positive(self, "clip_frames", "frame_stride", "size", "stride", "batch_size",
                        "chunk_snippets")
         if not np.isfinite(self.stride):

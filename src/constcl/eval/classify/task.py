@@ -48,7 +48,7 @@ from constcl.eval.metrics.classification import aggregate_by_video, retrieval_hi
 from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, confusion_matrix, plot_confusion, plot_training_curve
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
-from constcl.eval.settings import ClipProbeSettings, as_paths, check_choice, check_positive
+from constcl.eval.settings import ClipProbeSettings, as_paths, check_positive, choice
 from constcl.eval.views import ViewSpec
 from constcl.faults import kill_on_fault
 from constcl.runlock import run_lock
@@ -70,35 +70,33 @@ class Settings(ClipProbeSettings):
     split: official UCF101 / HMDB51 split (1, 2 or 3).
     videos: folder of the video files (default DATA/videos, DATA/UCF-101, ...).
     mode: ``linear`` probe on frozen features, full ``finetune``, or ``knn`` retrieval.
-    frames, stride, size: frames per clip, temporal stride, short side = side of the square
-        crops.
-    clips, crops: temporal test views per video; spatial test views per clip (1 or 3: both
-        ends and centre).
-    train_clips, train_crops: temporal / spatial views per training video for the linear probe
-        (default: ``clips`` / 1); each view is one training sample.
-    epochs, lr, batch_size, weight_decay: the probe's (or fine-tuning's) SGD schedule; the probe
-        batch counts views, fine-tuning's clips.
+    size: short side after resizing = side of the square crops.
+    clips: temporal test views per video.
+    crops: spatial test views per clip (3: both ends and centre).
+    train_clips: temporal views per training video for the linear probe (default: ``clips``);
+        each view is one training sample. The cache holds videos x views x C floats: for
+        Kinetics-400 with R3D-50 use 1-2.
+    train_crops: spatial views per training clip for the linear probe.
+    epochs: probe / fine-tuning epochs (fine-tuning: try 10-50).
+    lr: peak SGD learning rate (probe on standardised features: 0.1 is robust; fine-tuning: try
+        0.01 and lower if the loss diverges).
+    batch_size: probe batch in views; fine-tuning batch in clips (try 8).
     encode_batch_size: views per forward pass of the frozen encoder.
     """
 
     data: str | Path
-    layout: str = "auto"
-    split: int = 1
+    layout: str = choice("auto", LAYOUTS)
+    split: int = choice(1, (1, 2, 3))
     videos: str | Path | None = None
-    mode: str = "linear"
+    mode: str = choice("linear", MODES)
     clips: int = 10
-    crops: int = 3
+    crops: int = choice(3, (1, 3))
     train_clips: int | None = None
-    train_crops: int = 1
+    train_crops: int = choice(1, (1, 3))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         as_paths(self, "data", "videos")
-        check_choice("layout", self.layout, LAYOUTS)
-        check_choice("split", self.split, (1, 2, 3))
-        check_choice("mode", self.mode, MODES)
-        check_choice("crops", self.crops, (1, 3))
-        check_choice("train_crops", self.train_crops, (1, 3))
         check_positive(self, "clips")
         check_positive(self, "train_clips", allow_none=True)
 
@@ -110,24 +108,24 @@ def _data_identity(splits: VideoSplits) -> dict[str, Any]:
     return {"layout": splits.layout, "files": {str(f): file_digest(f) for f in splits.files}}
 
 
-def frozen_features(args: Settings, splits: VideoSplits, which: str,
+def frozen_features(settings: Settings, splits: VideoSplits, which: str,
                     spec: ViewSpec) -> tuple[EncodedViews, bool]:
     """Pooled res5 features of every view of the ``train`` or ``test`` videos, from the cache
     when present (the encoder is only built on a miss). Returns (features, cache hit)."""
     items = splits.train if which == "train" else splits.test
     paths = [str(i.path) for i in items]
-    key = {"kind": "pooled_res5", "encoder": encoder_identity(args),
-           "data": _data_identity(splits), "split": args.split, "which": which,
+    key = {"kind": "pooled_res5", "encoder": encoder_identity(settings),
+           "data": _data_identity(splits), "split": settings.split, "which": which,
            "videos": paths, "views": vars(spec)}
 
     def compute() -> dict[str, np.ndarray]:
-        device = resolve_device(args.device)
-        net = load_encoder(args).to(device)
+        device = resolve_device(settings.device)
+        net = load_encoder(settings).to(device)
         return encode_views(lambda x: pooled_res5(net, x), paths, spec, device,
-                            args.encode_batch_size, args.workers, desc=f"encoding {which}")
+                            settings.encode_batch_size, settings.workers, desc=f"encoding {which}")
 
-    arrays, hit = cached_arrays(args.feature_cache_dir, f"classify-{which}", key, compute)
-    check_finite(arrays["values"], task="classify", checkpoint=args.checkpoint,
+    arrays, hit = cached_arrays(settings.feature_cache_dir, f"classify-{which}", key, compute)
+    check_finite(arrays["values"], task="classify", checkpoint=settings.checkpoint,
                  what=f"pooled res5 features of the {which} views")
     return EncodedViews(arrays), hit
 
@@ -154,11 +152,11 @@ def _labels(splits: VideoSplits, which: str) -> np.ndarray:
     return np.array([i.label for i in (splits.train if which == "train" else splits.test)])
 
 
-def _run_linear(args: Settings, splits: VideoSplits, test_spec: ViewSpec,
+def _run_linear(settings: Settings, splits: VideoSplits, test_spec: ViewSpec,
                 train_spec: ViewSpec) -> dict[str, Any]:
-    train, hit_train = frozen_features(args, splits, "train", train_spec)
+    train, hit_train = frozen_features(settings, splits, "train", train_spec)
     kill_on_fault("kill_during_probe", 0)
-    test, hit_test = frozen_features(args, splits, "test", test_spec)
+    test, hit_test = frozen_features(settings, splits, "test", test_spec)
     y_train, y_test = _labels(splits, "train"), _labels(splits, "test")
     x_train = train["values"]
     view_labels = y_train[train["video_index"]]
@@ -167,13 +165,13 @@ def _run_linear(args: Settings, splits: VideoSplits, test_spec: ViewSpec,
         acc, _, _ = video_accuracy(predict(probe, test["values"]), test["video_index"], y_test)
         return {"test_top1": acc[1]}
 
-    cfg = ProbeConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                      weight_decay=args.weight_decay, seed=args.seed)
+    cfg = ProbeConfig(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+                      weight_decay=settings.weight_decay, seed=settings.seed)
     probe, history = fit_linear_probe(x_train, view_labels, len(splits.classes), cfg, evaluate)
-    check_training(probe, history, task="classify", checkpoint=args.checkpoint,
-                   what="the linear probe", lr=args.lr)
+    check_training(probe, history, task="classify", checkpoint=settings.checkpoint,
+                   what="the linear probe", lr=settings.lr)
     logits = predict(probe, test["values"])
-    check_finite(logits, task="classify", checkpoint=args.checkpoint,
+    check_finite(logits, task="classify", checkpoint=settings.checkpoint,
                  what="the linear probe's test scores")
     acc, scores, y = video_accuracy(logits, test["video_index"], y_test)
     return {"metrics": _accuracy_metrics(acc), "scores": scores, "labels": y,
@@ -185,9 +183,9 @@ def _run_linear(args: Settings, splits: VideoSplits, test_spec: ViewSpec,
             "feature_dim": int(x_train.shape[1])}
 
 
-def _run_knn(args: Settings, splits: VideoSplits, spec: ViewSpec) -> dict[str, Any]:
-    train, hit_train = frozen_features(args, splits, "train", spec)
-    test, hit_test = frozen_features(args, splits, "test", spec)
+def _run_knn(settings: Settings, splits: VideoSplits, spec: ViewSpec) -> dict[str, Any]:
+    train, hit_train = frozen_features(settings, splits, "train", spec)
+    test, hit_test = frozen_features(settings, splits, "test", spec)
     per_video = {}
     for name, enc in (("train", train), ("test", test)):
         v = enc["values"] / np.maximum(np.linalg.norm(enc["values"], axis=1, keepdims=True),
@@ -233,33 +231,34 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def _run(settings: Settings) -> dict[str, Any]:
-    args = settings
-    check_encoder_choice(args)
-    out = prepare_out_dir(args.out)
+    check_encoder_choice(settings)
+    out = prepare_out_dir(settings.out)
     start = time.perf_counter()
     # ---- data
-    splits = load_splits(args.data, args.layout, args.split, args.videos)
-    test_spec = ViewSpec(args.frames, args.stride, args.clips, args.crops, args.size)
-    train_spec = ViewSpec(args.frames, args.stride, args.train_clips or args.clips,
-                          args.train_crops, args.size)
+    splits = load_splits(settings.data, settings.layout, settings.split, settings.videos)
+    test_spec = ViewSpec(settings.frames, settings.stride, settings.clips, settings.crops,
+                         settings.size)
+    train_spec = ViewSpec(settings.frames, settings.stride,
+                          settings.train_clips or settings.clips, settings.train_crops,
+                          settings.size)
     # ---- evaluate
-    if args.mode == "linear":
-        result = _run_linear(args, splits, test_spec, train_spec)
-    elif args.mode == "knn":
-        result = _run_knn(args, splits, test_spec)
+    if settings.mode == "linear":
+        result = _run_linear(settings, splits, test_spec, train_spec)
+    elif settings.mode == "knn":
+        result = _run_knn(settings, splits, test_spec)
     else:
-        cfg = FineTuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                             weight_decay=args.weight_decay, seed=args.seed,
-                             workers=args.workers, encode_batch_size=args.encode_batch_size)
-        result = run_finetune(load_encoder(args), splits, train_spec, test_spec, cfg,
-                              resolve_device(args.device), str(args.checkpoint))
+        cfg = FineTuneConfig(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+                             weight_decay=settings.weight_decay, seed=settings.seed,
+                             workers=settings.workers, encode_batch_size=settings.encode_batch_size)
+        result = run_finetune(load_encoder(settings), splits, train_spec, test_spec, cfg,
+                              resolve_device(settings.device), str(settings.checkpoint))
     # ---- write
-    plots = _plots(out, args.mode, result, splits.classes)
+    plots = _plots(out, settings.mode, result, splits.classes)
     summary = {
-        "task": "classify", "mode": args.mode, "metrics": result["metrics"],
-        "checkpoint": str(args.checkpoint),
-        "backbone": args.backbone, "branch": args.branch, "data": str(args.data),
-        "layout": splits.layout, "split": args.split, "num_classes": len(splits.classes),
+        "task": "classify", "mode": settings.mode, "metrics": result["metrics"],
+        "checkpoint": str(settings.checkpoint),
+        "backbone": settings.backbone, "branch": settings.branch, "data": str(settings.data),
+        "layout": splits.layout, "split": settings.split, "num_classes": len(splits.classes),
         "classes": splits.classes, "views": {"test": vars(test_spec), "train": vars(train_spec)},
         "videos_listed": {"train": len(splits.train), "test": len(splits.test)},
         "videos_missing": splits.missing, "plots": plots,

@@ -51,7 +51,7 @@ from constcl.eval.metrics.ava_map import AVAMapResult, ava_frame_map
 from constcl.eval.outputs import file_digest, prepare_out_dir, write_json
 from constcl.eval.plots import bar_chart, plot_training_curve
 from constcl.eval.probe import ProbeConfig, fit_linear_probe, predict
-from constcl.eval.settings import ClipProbeSettings, as_paths, check_choice, check_positive
+from constcl.eval.settings import ClipProbeSettings, as_paths, check_positive, choice
 from constcl.eval.views import centred_indices, to_model_input
 from constcl.models.r3d import R3D
 from constcl.runlock import run_lock
@@ -77,15 +77,17 @@ class Settings(ClipProbeSettings):
     fps: frames per second for timestamp -> frame (default: the video's).
     time_offset: second of the video's first frame: 0 for the synthetic world, 900 for
         PySlowFast's 15-minute AVA cuts.
-    frames, stride, size: the clip centred on each key frame; short side of the frames (a
-        multiple of 32, the res5 stride).
-    epochs, lr, batch_size, weight_decay: the RoI classifier's SGD schedule (batch in boxes).
+    frames: frames of the clip centred on each key frame.
+    size: short side of the frames (use a multiple of 32, the res5 stride).
+    epochs: the RoI classifier's epochs.
+    lr: peak SGD learning rate on standardised RoI features.
+    batch_size: the RoI classifier's batch in boxes.
     encode_batch_size: clips per forward pass of the frozen encoder.
     """
 
     data: str | Path
     videos: str | Path | None = None
-    boxes: str = "gt"
+    boxes: str = choice("gt", BOX_SOURCES)
     detections: str | Path | None = None
     det_thresh: float = 0.8
     fps: float | None = None
@@ -94,7 +96,6 @@ class Settings(ClipProbeSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         as_paths(self, "data", "videos", "detections")
-        check_choice("boxes", self.boxes, BOX_SOURCES)
         check_positive(self, "fps", allow_none=True)
         if not 0.0 <= self.det_thresh <= 1.0:
             raise ValueError(f"det_thresh must be in [0, 1]; got {self.det_thresh}")
@@ -177,25 +178,26 @@ def encode_key_frames(net: R3D, data: KeyFrameClips, boxes: list[np.ndarray],
     return {"features": feats, "valid": valid}
 
 
-def _features(args: Settings, files: ava.AVAFiles, frames: ava.KeyFrames,
+def _features(settings: Settings, files: ava.AVAFiles, frames: ava.KeyFrames,
               which: str, sources: list[Path]) -> tuple[dict[str, np.ndarray], bool]:
     """Cached RoI features of ``frames`` (``which`` names the box set in the cache file)."""
-    key = {"kind": "roi_res5", "encoder": encoder_identity(args), "which": which,
-           "files": {str(p): file_digest(p) for p in sources}, "det_thresh": args.det_thresh,
-           "clip": [args.frames, args.stride, args.size, args.fps, args.time_offset],
+    key = {"kind": "roi_res5", "encoder": encoder_identity(settings), "which": which,
+           "files": {str(p): file_digest(p) for p in sources}, "det_thresh": settings.det_thresh,
+           "clip": [settings.frames, settings.stride, settings.size, settings.fps,
+                    settings.time_offset],
            "videos": str(files.videos)}
 
     def compute() -> dict[str, np.ndarray]:
-        device = resolve_device(args.device)
-        net = load_encoder(args).to(device)
+        device = resolve_device(settings.device)
+        net = load_encoder(settings).to(device)
         paths = ava.video_paths(files.videos, {k[0] for k in frames.keys})
-        data = KeyFrameClips(frames.keys, paths, args.frames, args.stride, args.size, args.fps,
-                             args.time_offset)
-        return encode_key_frames(net, data, frames.boxes, device, args.encode_batch_size,
-                                 args.workers, f"encoding {which}")
+        data = KeyFrameClips(frames.keys, paths, settings.frames, settings.stride, settings.size,
+                             settings.fps, settings.time_offset)
+        return encode_key_frames(net, data, frames.boxes, device, settings.encode_batch_size,
+                                 settings.workers, f"encoding {which}")
 
-    arrays, hit = cached_arrays(args.feature_cache_dir, f"detect-{which}", key, compute)
-    check_finite(arrays["features"][arrays["valid"]], task="detect", checkpoint=args.checkpoint,
+    arrays, hit = cached_arrays(settings.feature_cache_dir, f"detect-{which}", key, compute)
+    check_finite(arrays["features"][arrays["valid"]], task="detect", checkpoint=settings.checkpoint,
                  what=f"RoI features of the {which} boxes")
     return arrays, hit
 
@@ -245,14 +247,14 @@ def _per_class_plot(result: AVAMapResult, label_map: dict[int, str], path: Path,
     return table
 
 
-def _val_boxes(args: Settings, files: ava.AVAFiles, gt_val: ava.KeyFrames,
+def _val_boxes(settings: Settings, files: ava.AVAFiles, gt_val: ava.KeyFrames,
                num_classes: int, fixes: ava.BoxFixes) -> tuple[ava.KeyFrames, list[Path]]:
-    if args.boxes == "gt":
+    if settings.boxes == "gt":
         return gt_val, [files.val]
     if files.val_detections is None:
         raise FileNotFoundError("boxes='detections' needs annotations/ava_val_predicted_boxes.csv "
                                 "or detections=PATH")
-    return (ava.detection_key_frames(files.val_detections, args.det_thresh, num_classes, fixes),
+    return (ava.detection_key_frames(files.val_detections, settings.det_thresh, num_classes, fixes),
             [files.val_detections])
 
 
@@ -265,59 +267,58 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def _run(settings: Settings) -> dict[str, Any]:
-    args = settings
-    check_encoder_choice(args)
-    out = prepare_out_dir(args.out)
+    check_encoder_choice(settings)
+    out = prepare_out_dir(settings.out)
     start = time.perf_counter()
     # ---- annotations
-    files = ava.find_ava_files(args.data, args.videos, args.detections)
+    files = ava.find_ava_files(settings.data, settings.videos, settings.detections)
     label_map = ava.load_label_map(files)
     class_ids = list(label_map)
     fixes = ava.BoxFixes()  # boxes outside the frame or inverted: clipped / dropped, counted
     gt_val_rows = ava.read_groundtruth(files.val, fixes)
     train = ava.groundtruth_key_frames(ava.read_groundtruth(files.train, fixes), class_ids)
     val = ava.groundtruth_key_frames(gt_val_rows, class_ids)
-    val_boxes, val_sources = _val_boxes(args, files, val, len(class_ids), fixes)
+    val_boxes, val_sources = _val_boxes(settings, files, val, len(class_ids), fixes)
     excluded = ava.load_exclusions(files)
     # ---- features (cached)
-    f_train, hit_train = _features(args, files, train, "train-gt", [files.train])
-    f_val, hit_val = _features(args, files, val_boxes, f"val-{args.boxes}", val_sources)
+    f_train, hit_train = _features(settings, files, train, "train-gt", [files.train])
+    f_val, hit_val = _features(settings, files, val_boxes, f"val-{settings.boxes}", val_sources)
     # ---- classifier
     y_train = np.concatenate(train.labels)
     keep = f_train["valid"]
-    eval_every, epoch = max(1, args.epochs // 20), [0]
+    eval_every, epoch = max(1, settings.epochs // 20), [0]
 
     def evaluate_map(probe) -> dict[str, float]:
         """Validation mAP every ``eval_every`` epochs and at the last (it is not free on AVA)."""
         epoch[0] += 1
-        if epoch[0] % eval_every and epoch[0] != args.epochs:
+        if epoch[0] % eval_every and epoch[0] != settings.epochs:
             return {}
         scores = expit(predict(probe, f_val["features"]))
         dets = detection_rows(val_boxes, scores, f_val["valid"], class_ids)
         return {"val_map": ava_frame_map(gt_val_rows, dets, class_ids, excluded).mean_ap}
 
-    cfg = ProbeConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                      weight_decay=args.weight_decay, seed=args.seed)
+    cfg = ProbeConfig(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+                      weight_decay=settings.weight_decay, seed=settings.seed)
     probe, history = fit_linear_probe(f_train["features"][keep], y_train[keep], len(class_ids),
                                       cfg, evaluate_map)
     # ---- evaluation and outputs
-    check_training(probe, history, task="detect", checkpoint=args.checkpoint,
-                   what="the RoI classifier", lr=args.lr)
+    check_training(probe, history, task="detect", checkpoint=settings.checkpoint,
+                   what="the RoI classifier", lr=settings.lr)
     logits = predict(probe, f_val["features"])
-    check_finite(logits[f_val["valid"]], task="detect", checkpoint=args.checkpoint,
+    check_finite(logits[f_val["valid"]], task="detect", checkpoint=settings.checkpoint,
                  what="the RoI classifier's validation scores")
     scores = expit(logits)  # the sigmoid, without overflow warnings for large logits
     dets = detection_rows(val_boxes, scores, f_val["valid"], class_ids)
     result = ava_frame_map(gt_val_rows, dets, class_ids, excluded)
     _write_predictions(out / "predictions.csv", dets)
-    table = _per_class_plot(result, label_map, out / "per_class_ap.png", args.boxes)
+    table = _per_class_plot(result, label_map, out / "per_class_ap.png", settings.boxes)
     plot_training_curve(history, out / "training_curve.png", "RoI classifier training")
     summary = {
-        "task": "detect", "metrics": {"map": result.mean_ap}, "boxes": args.boxes,
-        "per_class": table, "checkpoint": str(args.checkpoint), "backbone": args.backbone,
-        "branch": args.branch, "data": str(args.data), "det_thresh": args.det_thresh,
-        "clip": {"frames": args.frames, "stride": args.stride, "size": args.size,
-                 "fps": args.fps, "time_offset": args.time_offset},
+        "task": "detect", "metrics": {"map": result.mean_ap}, "boxes": settings.boxes,
+        "per_class": table, "checkpoint": str(settings.checkpoint), "backbone": settings.backbone,
+        "branch": settings.branch, "data": str(settings.data), "det_thresh": settings.det_thresh,
+        "clip": {"frames": settings.frames, "stride": settings.stride, "size": settings.size,
+                 "fps": settings.fps, "time_offset": settings.time_offset},
         "key_frames": {"train": len(train.keys), "val": len(val_boxes.keys)},
         "boxes_encoded": {"train": int(keep.sum()), "val": int(f_val["valid"].sum())},
         "boxes_skipped": {"train": int((~keep).sum()), "val": int((~f_val["valid"]).sum())},

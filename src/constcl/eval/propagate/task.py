@@ -16,8 +16,8 @@ by encoder identity, frame settings and frame files), so reruns with other propa
 
 Writes into ``--out``: ``results.json`` (settings; ``metrics``: the official table
 ``J&F-Mean, J-Mean, J-Recall, J-Decay, F-Mean, F-Recall, F-Decay``; per-sequence and per-object
-means), ``masks/<seq>/%05d.png`` (DAVIS result format, palette PNGs; ``--no-masks`` skips them)
-and ``overlays/<seq>.png`` (predicted over ground-truth masks for a few frames).
+means), ``masks/<seq>/%05d.png`` (DAVIS result format, palette PNGs; ``--no-write-masks``
+skips them) and ``overlays/<seq>.png`` (predicted over ground-truth masks for a few frames).
 """
 
 from __future__ import annotations
@@ -68,13 +68,15 @@ class Settings(FrameEncoderSettings):
 
     data: DAVIS root (``JPEGImages/``, ``Annotations/``, ``ImageSets/``), or a synthetic world
         root holding ``davis/``.
-    split, year, resolution: ``ImageSets/<year>/<split>.txt`` and ``JPEGImages/<resolution>``.
+    split: the sequence list ``ImageSets/<year>/<split>.txt``.
+    year: the ``<year>`` of the sequence list.
+    resolution: the frames ``JPEGImages/<resolution>``.
     sequences: evaluate only the first N sequences of the list; quick runs.
     batch_size: frames encoded at once.
-    propagation: the propagation hyper-parameters (:class:`PropagationConfig`: temperature,
-        topk, context, radius).
-    overlay_sequences, overlay_frames: sequences that get an overlay image, and frames per
-        overlay image (evenly spaced).
+    propagation: the propagation hyper-parameters (:class:`PropagationConfig`; on the command
+        line each of its fields is a flag).
+    overlay_sequences: sequences that get an overlay image.
+    overlay_frames: frames per overlay image, evenly spaced.
     write_masks: write the predicted palette PNGs under ``out/masks``.
     """
 
@@ -131,20 +133,21 @@ def labels_to_ids(soft: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def sequence_features(seq: DavisSequence, args: Settings, get_encoder,
+def sequence_features(seq: DavisSequence, settings: Settings, get_encoder,
                       device: torch.device) -> np.ndarray:
     """The cached ``(T, C, h, w)`` features of one sequence (encoded on a cache miss)."""
-    spec = {"task": "davis-frames", "encoder": encoder_identity(args), **args.frame_encoder_spec(),
+    spec = {"task": "davis-frames", "encoder": encoder_identity(settings),
+            **settings.frame_encoder_spec(),
             "sequence": str(seq.frames[0].parent.resolve()),
             "frames": [(p.name, p.stat().st_size) for p in seq.frames]}
 
     def compute() -> dict[str, np.ndarray]:
         return {"features": encode_frames(get_encoder(), read_frames(seq.frames), device,
-                                          args.batch_size)}
+                                          settings.batch_size)}
 
-    arrays, _ = cached_arrays(args.feature_cache_dir, f"davis-{seq.name}", spec, compute)
-    check_finite(arrays["features"], task="propagate", checkpoint=args.checkpoint,
-                 what=f"{args.stage} feature maps of sequence {seq.name} (cached as float16, "
+    arrays, _ = cached_arrays(settings.feature_cache_dir, f"davis-{seq.name}", spec, compute)
+    check_finite(arrays["features"], task="propagate", checkpoint=settings.checkpoint,
+                 what=f"{settings.stage} feature maps of sequence {seq.name} (cached as float16, "
                       "whose largest value is 65504)")
     return arrays["features"]
 
@@ -175,26 +178,26 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def _run(settings: Settings) -> dict[str, Any]:
-    args = settings
-    check_encoder_choice(args)
+    check_encoder_choice(settings)
     start = time.time()
-    device = resolve_device(args.device)
-    out = prepare_out_dir(args.out)
-    sequences = load_sequences(args.data, args.split, args.year, args.resolution, args.sequences)
-    cfg = args.propagation
+    device = resolve_device(settings.device)
+    out = prepare_out_dir(settings.out)
+    sequences = load_sequences(settings.data, settings.split, settings.year, settings.resolution,
+                               settings.sequences)
+    cfg = settings.propagation
 
     @functools.cache
     def get_encoder() -> FrameEncoder:
-        return FrameEncoder(load_encoder(args), args.stage, args.frame_mode,
-                            args.clip_len).to(device)
+        return FrameEncoder(load_encoder(settings), settings.stage, settings.frame_mode,
+                            settings.clip_len).to(device)
 
-    with cpu_threads(args.threads):
-        per_seq = _run_sequences(sequences, args, cfg, get_encoder, device, out)
+    with cpu_threads(settings.threads):
+        per_seq = _run_sequences(sequences, settings, cfg, get_encoder, device, out)
     summary = summarize(per_seq)
     results = {
-        "task": "propagate", "checkpoint": str(args.checkpoint), "backbone": args.backbone,
-        "branch": args.branch, "data": str(args.data), "split": args.split,
-        **args.frame_encoder_spec(), "stride": stage_stride(args.stage),
+        "task": "propagate", "checkpoint": str(settings.checkpoint), "backbone": settings.backbone,
+        "branch": settings.branch, "data": str(settings.data), "split": settings.split,
+        **settings.frame_encoder_spec(), "stride": stage_stride(settings.stage),
         "propagation": dataclasses.asdict(cfg),
         "num_sequences": len(sequences), "num_objects": len(summary.per_object),
         "metrics": summary.measures,
@@ -206,21 +209,21 @@ def _run(settings: Settings) -> dict[str, Any]:
     return results
 
 
-def _run_sequences(sequences: list[DavisSequence], args: Settings,
+def _run_sequences(sequences: list[DavisSequence], settings: Settings,
                    cfg: PropagationConfig, get_encoder, device: torch.device, out: Path
                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Features, propagation, J / F, masks and overlays of every sequence."""
     per_seq = {}
     for i, seq in enumerate(bar := tqdm(sequences, desc="propagate", unit="seq")):
         bar.set_postfix(seq=seq.name)
-        feats = sequence_features(seq, args, get_encoder, device)
+        feats = sequence_features(seq, settings, get_encoder, device)
         pred, gt, palette = propagate_sequence(seq, feats, cfg, device)
         per_seq[seq.name] = evaluate_sequence(gt, pred)
-        if args.write_masks:
+        if settings.write_masks:
             write_palette_masks(out / "masks" / safe_name(seq.name), pred, palette)
-        if i < args.overlay_sequences:
+        if i < settings.overlay_sequences:
             save_overlay_grid(out / "overlays" / f"{seq.name}.png", read_frames(seq.frames),
-                              pred, gt, evenly_spaced(len(gt), args.overlay_frames), palette)
+                              pred, gt, evenly_spaced(len(gt), settings.overlay_frames), palette)
     return per_seq
 
 

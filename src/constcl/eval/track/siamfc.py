@@ -53,7 +53,20 @@ FEATURE_NORMS = ("none", "l2")
 
 @dataclass(frozen=True)
 class SiamFCConfig:
-    """SiamFC tracking hyper-parameters (siamfc-pytorch defaults)."""
+    """SiamFC tracking hyper-parameters (siamfc-pytorch defaults).
+
+    Attributes:
+        exemplar_sz: exemplar crop side in pixels after resizing (VFS uses 120).
+        instance_sz: search crop side in pixels after resizing.
+        context: context margin around the target, as a fraction of (w + h).
+        scale_num: number of search scales (odd).
+        scale_step: ratio between neighbouring search scales.
+        scale_penalty: factor on the non-unit scales' responses (< 1 favours no scale change).
+        scale_lr: damping of the size update toward the chosen scale (0: fixed size).
+        window_influence: weight of the Hann (cosine) window; larger suppresses big jumps.
+        response_up: bicubic upsampling factor of the response map.
+        out_scale: factor on the raw cross-correlation (no effect on the argmax).
+    """
 
     exemplar_sz: int = 127
     instance_sz: int = 255
@@ -65,20 +78,6 @@ class SiamFCConfig:
     window_influence: float = 0.176
     response_up: int = 16
     out_scale: float = 0.001
-
-
-CONFIG_HELP = {
-    "exemplar_sz": "exemplar crop side in pixels after resizing (VFS uses 120)",
-    "instance_sz": "search crop side in pixels after resizing",
-    "context": "context margin around the target, as a fraction of (w + h)",
-    "scale_num": "number of search scales (odd)",
-    "scale_step": "ratio between neighbouring search scales",
-    "scale_penalty": "factor on the non-unit scales' responses (< 1 favours no scale change)",
-    "scale_lr": "damping of the size update toward the chosen scale (0: fixed size)",
-    "window_influence": "weight of the Hann (cosine) window; larger suppresses big jumps",
-    "response_up": "bicubic upsampling factor of the response map",
-    "out_scale": "factor on the raw cross-correlation (no effect on the argmax)",
-}
 
 
 def crop_and_resize(image: np.ndarray, center: np.ndarray, size: float, out_size: int,

@@ -37,7 +37,7 @@ from constcl.eval.finite import finite_features
 from constcl.eval.frame_encoder import FrameEncoder, cpu_threads
 from constcl.eval.metrics.tracking import OPEResult, evaluate_ope, plot_ope_curves
 from constcl.eval.outputs import prepare_out_dir, safe_name, write_json
-from constcl.eval.settings import FrameEncoderSettings, as_paths, check_choice, check_positive
+from constcl.eval.settings import FrameEncoderSettings, as_paths, check_positive, choice
 from constcl.eval.track.data import OTBSequence, load_sequences
 from constcl.eval.track.siamfc import FEATURE_NORMS, SiamFCConfig, SiamFCTracker
 from constcl.runlock import run_lock
@@ -56,19 +56,19 @@ class Settings(FrameEncoderSettings):
         feature per cell first (the correlation sums cosines).
     center_kernel: zero-mean exemplar kernel per channel, so the common component of frozen
         ReLU features does not reward busy regions.
-    tracker: the SiamFC hyper-parameters (:class:`SiamFCConfig`).
+    tracker: the SiamFC hyper-parameters (:class:`SiamFCConfig`; on the command line each of
+        its fields is a flag).
     """
 
     data: str | Path
     sequences: int | None = None
-    feature_norm: str = "none"
+    feature_norm: str = choice("none", FEATURE_NORMS)
     center_kernel: bool = True
     tracker: SiamFCConfig = field(default_factory=SiamFCConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         as_paths(self, "data")
-        check_choice("feature_norm", self.feature_norm, FEATURE_NORMS)
         check_positive(self, "sequences", allow_none=True)
 
 
@@ -107,35 +107,34 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def _run(settings: Settings) -> dict[str, Any]:
-    args = settings
-    check_encoder_choice(args)
+    check_encoder_choice(settings)
     start = time.time()
-    device = resolve_device(args.device)
-    out = prepare_out_dir(args.out)
-    sequences = load_sequences(args.data, args.sequences)
-    encoder = FrameEncoder(load_encoder(args), args.stage, args.frame_mode,
-                           args.clip_len).to(device)
-    cfg = args.tracker
-    log.info("SiamFC on %s features (stride %d), %d targets", args.stage, encoder.stride,
+    device = resolve_device(settings.device)
+    out = prepare_out_dir(settings.out)
+    sequences = load_sequences(settings.data, settings.sequences)
+    encoder = FrameEncoder(load_encoder(settings), settings.stage, settings.frame_mode,
+                           settings.clip_len).to(device)
+    cfg = settings.tracker
+    log.info("SiamFC on %s features (stride %d), %d targets", settings.stage, encoder.stride,
              len(sequences))
 
-    features = finite_features(encoder, task="track", checkpoint=args.checkpoint,
-                               what=f"{args.stage} feature maps of the exemplar / search crops")
+    features = finite_features(encoder, task="track", checkpoint=settings.checkpoint,
+                               what=f"{settings.stage} feature maps of the exemplar / search crops")
 
     def factory() -> SiamFCTracker:
-        return SiamFCTracker(features, encoder.stride, cfg, args.feature_norm,
-                             args.center_kernel, device)
+        return SiamFCTracker(features, encoder.stride, cfg, settings.feature_norm,
+                             settings.center_kernel, device)
 
-    with torch.inference_mode(), cpu_threads(args.threads):
+    with torch.inference_mode(), cpu_threads(settings.threads):
         boxes, speeds = run_tracker(factory, sequences, out)
     per_seq, avg = evaluate_ope(boxes, {s.name: s.boxes for s in sequences})
-    label = f"SiamFC {args.stage} ({Path(args.checkpoint).name}, {args.branch})"
+    label = f"SiamFC {settings.stage} ({Path(settings.checkpoint).name}, {settings.branch})"
     prec_png, succ_png = plot_ope_curves({label: avg}, out, title="OTB-2015 OPE")
     results = {
-        "task": "track", "checkpoint": str(args.checkpoint), "backbone": args.backbone,
-        "branch": args.branch, "data": str(args.data), **args.frame_encoder_spec(),
-        "stride": encoder.stride, "feature_norm": args.feature_norm,
-        "center_kernel": args.center_kernel,
+        "task": "track", "checkpoint": str(settings.checkpoint), "backbone": settings.backbone,
+        "branch": settings.branch, "data": str(settings.data), **settings.frame_encoder_spec(),
+        "stride": encoder.stride, "feature_norm": settings.feature_norm,
+        "center_kernel": settings.center_kernel,
         "tracker": dataclasses.asdict(cfg), "num_sequences": len(sequences),
         "metrics": {**_scores(avg), "fps": float(np.nanmean(list(speeds.values())))},
         "curves": {"precision": avg.precision_curve, "success": avg.success_curve},
