@@ -33,8 +33,9 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("errors", "dist", "faults", "schedule", "runlock", "sigterm", "version"),
     # 2. the networks and their losses (explicit arguments, no config)
     ("losses", "models"),
-    # 3. what the applications read: videos, the pretraining config, the backbone file
-    ("data", "config", "backbone_file"),
+    # 3. what the applications read: videos, the pretraining config, the backbone file, the
+    # network a config describes
+    ("data", "config", "backbone_file", "network"),
     # 4. the applications: pretraining, evaluations, features, conversion, report, pictures
     ("engine", "eval", "features", "convert", "report", "viz"),
     # 5. the benchmark runs pretraining and evaluations

@@ -10,7 +10,7 @@ import torch
 from constcl.config import Config, ConfigError, load_config
 from constcl.convert import ConvertSettings, convert_cvrl
 from constcl.engine.init_from import load_init_weights
-from constcl.engine.pretrain import build_network
+from constcl.engine.setup import build_network
 from constcl.errors import ConstclError
 from constcl.eval.encoder import load_backbone
 from constcl.models import build_model

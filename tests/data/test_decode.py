@@ -93,7 +93,7 @@ def test_decode_clips_reports_a_truncated_file(videos):
 
 
 def test_join_clips_merges_overlapping_and_nearby_clips_in_time_order():
-    from constcl.data.decode import join_clips
+    from constcl.data.decode.pyav import join_clips
 
     far = [np.array([20, 22, 24]), np.array([3, 5, 7])]
     assert [p.tolist() for p in join_clips(far, 0)] == [[3, 5, 7], [20, 22, 24]]
@@ -109,7 +109,7 @@ def _nal(header: int, payload: bytes = b"\x88\x84", length_size: int = 4) -> byt
 
 
 def test_nonref_h264_access_units_are_recognised_from_their_nal_headers():
-    from constcl.data.decode import is_nonref_h264
+    from constcl.data.decode.pyav import is_nonref_h264
 
     assert is_nonref_h264(_nal(0x01), 4)  # nal_ref_idc 0, non-IDR slice
     assert is_nonref_h264(_nal(0x06) + _nal(0x01) + _nal(0x01), 4)  # SEI, then two slices
@@ -123,7 +123,7 @@ def test_nonref_h264_access_units_are_recognised_from_their_nal_headers():
 
 
 def _count_skips(monkeypatch):
-    from constcl.data import decode
+    from constcl.data.decode import pyav as decode
 
     counts = {"skipped": 0, "full_passes": 0}
     real_nonref, real_forward = decode.is_nonref_h264, decode._decode_forward
@@ -144,7 +144,7 @@ def _count_skips(monkeypatch):
 
 @pytest.mark.parametrize("name", ["levels", "levels_wide", "vfr"])
 def test_skipping_nonref_frames_changes_no_decoded_frame(videos, name, monkeypatch):
-    from constcl.data import decode
+    from constcl.data.decode import pyav as decode
 
     clips = [[20, 22, 24], [3, 5, 7], [30, 31, 40], [1, 9, 17, 25, 33, 41]]
     if name == "vfr":
@@ -166,7 +166,7 @@ def test_skipping_nonref_frames_changes_no_decoded_frame(videos, name, monkeypat
 def test_a_skipped_frame_that_is_needed_is_decoded_after_all(videos, name, monkeypatch):
     """With a window that keeps nothing, wanted non-reference frames are skipped too: the
     check must notice and decode that range again without skipping."""
-    from constcl.data import decode
+    from constcl.data.decode import pyav as decode
 
     clips = [[3, 4, 5, 6], [0, 1], [11, 12, 13, 14]] if name == "levels" else [[3, 4, 5], [0]]
     reference = [decode_frames(videos[name], c) for c in clips]

@@ -10,6 +10,7 @@ by design). On the CPU a device-to-host copy dispatches nothing, so the interval
 
 import torch
 
+import constcl.engine.loop as loop_module
 import constcl.engine.pretrain as pretrain_module
 from constcl.config import load_config
 from constcl.engine.data import device_batches
@@ -34,8 +35,8 @@ def count_host_reads(world, out, name, steps, log_every, monkeypatch):
         counter.counts["read_on_host"] += 1
         return read_on_host(values)
 
-    monkeypatch.setattr(pretrain_module, "device_batches", batches_uncounted)
-    monkeypatch.setattr(pretrain_module, "read_on_host", read_counted)
+    monkeypatch.setattr(loop_module, "device_batches", batches_uncounted)
+    monkeypatch.setattr(loop_module, "read_on_host", read_counted)
     cfg = load_config(None, tiny_overrides(world, out, name, steps=steps) + [
         f"train.log_every={log_every}", "train.checkpoint_every=1000",
         "train.deterministic=false"])

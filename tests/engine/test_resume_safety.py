@@ -77,7 +77,7 @@ def test_resume_must_be_a_mode_or_an_existing_file(tmp_path):
 def test_check_finite_weights_names_the_parameter():
     import torch
 
-    from constcl.engine.pretrain import NonFiniteWeights, check_finite_weights
+    from constcl.engine.loop import NonFiniteWeights, check_finite_weights
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     check_finite_weights(model, 1)
@@ -175,7 +175,7 @@ def test_resumed_optimizer_keeps_the_configured_hyperparameters():
     import torch
 
     from constcl.engine.optim import build_optimizer
-    from constcl.engine.pretrain import load_optimizer_state
+    from constcl.engine.setup import load_optimizer_state
     from constcl.models import build_model
 
     model = build_model("r3d_tiny", context_length=3)

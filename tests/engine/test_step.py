@@ -3,7 +3,9 @@ import torch
 from torch import nn
 
 from constcl.config import load_config
-from constcl.engine.pretrain import TooManyBadSteps, pretrain, setup_device
+from constcl.engine.loop import TooManyBadSteps
+from constcl.engine.pretrain import pretrain
+from constcl.engine.setup import setup_device
 from constcl.engine.step import TrainStep
 from tests.engine.conftest import tiny_overrides
 

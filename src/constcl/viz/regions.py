@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from constcl.config import Config, apply_dict
 from constcl.data.preview import sample_views
 from constcl.engine.checkpoint import latest_loadable, load_checkpoint
-from constcl.engine.pretrain import model_from_config
 from constcl.errors import ConstclError
 from constcl.losses.region_info_nce import match_boxes
 from constcl.models.constcl import REGION_VARIANTS, ConSTCL
 from constcl.models.region_head import context_indices, roi_features
+from constcl.network import model_from_config
 from constcl.viz.figure import RegionsResult, regions_figure, save_figure
 
 __all__ = ["RegionsResult", "RegionsSettings", "compute_regions", "load_run_model", "run"]
