@@ -9,7 +9,7 @@ the one place that knows the format; it imports nothing above ``constcl.models``
 head) and ``res5_local.*`` (copy 2 of the Y shape, feeding the region head; absent when the
 model has none). The names after the prefix are those of ``models.r3d.R3D``'s state dict.
 
-**Metadata** (strings, :class:`BackboneMeta`): ``backbone`` (``models.SPECS`` name),
+**Metadata** (strings, :class:`BackboneMeta`): ``backbone`` (``models.BACKBONES`` name),
 ``variant``, ``local_source``, ``input_norm`` (``models.r3d.INPUT_NORMS``; ``"none"`` for files
 that predate the field), ``padding`` (``models.r3d.PADDINGS``; ``"torch"`` likewise), ``config``
 (the whole config as JSON), ``format`` (:data:`FORMAT`) and any further fields of a writer

@@ -20,7 +20,7 @@ import yaml
 from constcl import backbone_file
 from constcl.errors import ConstclError
 from constcl.models.constcl import LOCAL_SOURCES, VARIANTS, LossWeights
-from constcl.models.r3d import INPUT_NORMS, PADDINGS, SPECS
+from constcl.models.r3d import BACKBONES, INPUT_NORMS, PADDINGS
 
 
 class ConfigError(ValueError):
@@ -225,7 +225,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.region_generator": ("random", "cues", "detections"),
     "data.decoder": ("auto", "pyav", "torchcodec"),
-    "model.backbone": tuple(sorted(SPECS)),
+    "model.backbone": tuple(sorted(BACKBONES)),
     "model.variant": VARIANTS,
     "model.local_source": LOCAL_SOURCES,
     "model.input_norm": INPUT_NORMS,

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from constcl.models import SPECS, build_backbone, build_model, r3d_50
+from constcl.models import BACKBONES, build_backbone, build_model, r3d_50
 from constcl.models.r3d import Bottleneck
 
 
@@ -37,13 +37,13 @@ def test_r3d50_endpoint_shapes():
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == expected
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_family_members_share_the_layout(name):
     with torch.device("meta"):
         net = build_backbone(name)
         feats = net.forward_features(torch.empty(1, 3, 16, 64, 64))
         pooled = net(torch.empty(1, 3, 16, 64, 64))
-    spec = SPECS[name]
+    spec = BACKBONES[name]
     for i, stage in enumerate(("res2", "res3", "res4", "res5")):
         side = 16 // 2 ** i
         assert tuple(feats[stage].shape) == (1, spec.out_channels[i], 8, side, side)

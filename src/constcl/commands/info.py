@@ -12,11 +12,11 @@ import torch
 
 from constcl.models.constcl import LOCAL_SOURCES, VARIANTS, build_model
 from constcl.models.info import count_flops, count_parameters
-from constcl.models.r3d import SPECS
+from constcl.models.r3d import BACKBONES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="r3d50", choices=sorted(SPECS),
+    parser.add_argument("--model", default="r3d50", choices=sorted(BACKBONES),
                         help="backbone family member (default: r3d50, the paper's network)")
     parser.add_argument("--variant", default="constcl", choices=VARIANTS,
                         help="cvrl = global loss only; region = + region loss without context; "

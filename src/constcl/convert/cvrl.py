@@ -28,7 +28,7 @@ the configuration of ``configs/experiments/cvrl_pretrain_k600_200ep.yaml``: stem
   checkpoint's res5.
 
 The checkpoint does not store strides either: the converter checks the architecture it can see
-(stem kernel, widths, depths, temporal kernels, shortcuts) against ``constcl.models.SPECS`` and
+(stem kernel, widths, depths, temporal kernels, shortcuts) against ``constcl.models.BACKBONES`` and
 assumes the CVRL strides above.
 """
 
@@ -47,7 +47,7 @@ import torch
 from constcl import backbone_file
 from constcl.convert.tf_bundle import TensorBundle, checkpoints_in, find_checkpoint, is_archive
 from constcl.errors import ConstclError
-from constcl.models.r3d import SPECS, STAGE_NAMES, R3DSpec, build_backbone
+from constcl.models.r3d import BACKBONES, STAGE_NAMES, R3DSpec, build_backbone
 
 __all__ = ["NAME_TABLE", "ConvertSettings", "convert_cvrl", "map_variables"]
 
@@ -225,7 +225,7 @@ def map_variables(bundle: TensorBundle, bn_epsilon: float = 1e-5) -> MappedCheck
 
     Raises ConstclError naming every unknown variable (neither backbone, head nor optimizer /
     bookkeeping), every backbone variable the table cannot place and every constcl parameter
-    the checkpoint lacks; and when the architecture matches no ``SPECS`` member.
+    the checkpoint lacks; and when the architecture matches no ``BACKBONES`` member.
     """
     where = bundle.prefix
     names = {_strip(n): n for n in bundle.entries}
@@ -238,11 +238,11 @@ def map_variables(bundle: TensorBundle, bn_epsilon: float = 1e-5) -> MappedCheck
     stem = layers.pop(0, {}).get("kernel", ())
     layers.pop(1, None)
     stages, spec = _infer_spec(layers, stem, where)
-    matches = [k for k, v in SPECS.items() if v == spec]
+    matches = [k for k, v in BACKBONES.items() if v == spec]
     if not matches:
         raise ConstclError(f"{where}: the checkpoint's network (depths {spec.depths}, widths "
                            f"{spec.widths}, temporal kernels {spec.temporal_kernels}, stem "
-                           f"{spec.stem_width}) is no constcl backbone; known: {sorted(SPECS)}")
+                           f"{spec.stem_width}) is no constcl backbone; known: {sorted(BACKBONES)}")
     name = matches[0]
 
     table = _expand_table(stages)

@@ -89,7 +89,7 @@ class R3DSpec:
 
 # Plain dict of family members (STYLE: no registry). r3d_50 is the paper's network; the others
 # keep the layout and shrink depth and width for CPU runs and tests.
-SPECS: dict[str, R3DSpec] = {
+BACKBONES: dict[str, R3DSpec] = {
     "r3d50": R3DSpec(),
     "r3d26": R3DSpec(depths=(2, 2, 2, 2)),
     "r3d_small": R3DSpec(depths=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16),
@@ -296,12 +296,12 @@ def init_weights(module: nn.Module, zero_init_residual: bool = False) -> None:
 
 def build_backbone(name: str = "r3d50", zero_init_residual: bool = False,
                    input_norm: str = "none", padding: str = "torch") -> R3D:
-    """Build a family member by name: one of ``SPECS`` (r3d50, r3d26, r3d_small, r3d_tiny,
+    """Build a family member by name: one of ``BACKBONES`` (r3d50, r3d26, r3d_small, r3d_tiny,
     r3d_tf_tiny); ``input_norm`` is one of ``INPUT_NORMS``, ``padding`` one of ``PADDINGS``
     (module docstring)."""
-    if name not in SPECS:
-        raise ValueError(f"backbone name {name!r} is unknown; allowed: {sorted(SPECS)}")
-    return R3D(SPECS[name], zero_init_residual=zero_init_residual, input_norm=input_norm,
+    if name not in BACKBONES:
+        raise ValueError(f"backbone name {name!r} is unknown; allowed: {sorted(BACKBONES)}")
+    return R3D(BACKBONES[name], zero_init_residual=zero_init_residual, input_norm=input_norm,
                padding=padding)
 
 
