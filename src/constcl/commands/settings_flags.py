@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import re
 import types
 import typing
@@ -58,7 +59,7 @@ def _is_nested(hint: Any) -> bool:
 def _owner(cls: type, name: str) -> type:
     """The class in ``cls``'s MRO that declares field ``name``."""
     for klass in reversed(cls.__mro__):
-        if name in klass.__dict__.get("__annotations__", {}):
+        if name in inspect.get_annotations(klass):
             return klass
     return cls
 
