@@ -233,3 +233,39 @@ def test_sigterm_stops_cleanly_with_one_line(tmp_path, source, command):
     rerun = subprocess.run([sys.executable, "-m", "constcl", *args], env=ENV, text=True,
                            capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])
+def test_shard_write_error_is_one_line_and_keeps_the_videos(source, tmp_path, monkeypatch,
+                                                             code):
+    """Packing shards fails mid-way (the disk fills up while the second tar is written): one
+    error naming the shard, the prepared videos stay, and the rerun packs every shard."""
+    from constcl.data import shards as shards_module
+
+    out = tmp_path / "out"
+    real = shards_module._write_tar
+    calls = []
+
+    def failing_second(path, out_dir, rows):
+        calls.append(path)
+        if len(calls) == 2:
+            with open(path.with_name(path.name + ".partial"), "wb") as f:
+                f.write(b"half a tar")
+            raise OSError(code, os.strerror(code))  # as a failed write(): no file name
+        return real(path, out_dir, rows)
+
+    monkeypatch.setattr(shards_module, "_write_tar", failing_second)
+    settings = PrepareSettings(str(source), str(out), progress=False, shards=3)
+    with pytest.raises(OutputError) as err:
+        prepare(settings)
+    message = str(err.value)
+    assert f"cannot write {out / 'shards'}" in message and os.strerror(code) in message
+    assert "run the same command again" in message
+    assert len(list((out / "videos").rglob("*.mp4"))) == 3  # nothing lost
+    monkeypatch.setattr(shards_module, "_write_tar", real)
+    again = prepare(settings)
+    assert again.bad == 0
+    index = json.loads((out / "shards" / "index.json").read_text())
+    assert index["samples"] == 3 and len(index["shards"]) == 3
+    assert not list((out / "shards").glob("*.partial"))
+    assert not (out / "videos").exists()

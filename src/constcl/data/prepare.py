@@ -408,8 +408,14 @@ def _prepare_locked(settings: PrepareSettings, items: list[VideoItem], missing: 
     if settings.shards or settings.shard_bytes:
         from constcl.data.shards import write_shards
 
-        write_shards(out, _manifest_rows(out, jobs, records), settings.shards,
-                     settings.shard_bytes, [job.id for job in jobs])
+        try:  # the prepared videos are removed only after every shard is complete
+            with writing(out / "shards"):
+                write_shards(out, _manifest_rows(out, jobs, records), settings.shards,
+                             settings.shard_bytes, [job.id for job in jobs])
+        except OSError as err:
+            if _is_output_fault(err):
+                raise output_error(err.filename or out / "shards", err) from err
+            raise
         shutil.rmtree(out / "videos", ignore_errors=True)
         (out / "manifest.csv").unlink(missing_ok=True)
     return _result(out, jobs, len(todo), settings)
