@@ -26,7 +26,8 @@ Usage:
   ``constcl.__file__`` as a plain ``python -c`` sees it and as the tests' collection sees it, and
   runs no test.
 * ``--json OUT`` writes the results; ``--write FILE.md`` replaces (or appends) the section
-  ``## Mutation testing`` of a markdown file with the date, machine and table.
+  ``## Mutation testing`` of a markdown file with the date, machine and table, keeping its
+  hand-written ``### Notes`` sub-section.
 
 Mutants run one after another (the tests pin one thread each); most take 4-14 s, so the whole
 list (89 mutants) takes about twelve minutes on two shared cores, the baseline included.
@@ -53,6 +54,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 HEADING = "## Mutation testing"
+NOTES = "### Notes"  # kept by --write (write_section)
 PROBE_MODULE = "_mutation_probe"
 WRONG_IMPORT_RC = 99
 
@@ -789,7 +791,9 @@ def markdown_section(results: list[Result], command: str, total: int) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace the ``## Mutation testing`` section of ``path`` (up to the next ``## ``), or
-    append it."""
+    append it. Its hand-written ``### Notes`` sub-section (from that heading to the section's
+    end) is kept, after the new table: a run replaces its measurement, not what people wrote
+    about earlier runs."""
     lines = path.read_text().splitlines() if path.is_file() else []
     start = next((i for i, line in enumerate(lines) if line.strip() == HEADING), None)
     new = section.rstrip("\n").splitlines()
@@ -800,7 +804,11 @@ def write_section(path: Path, section: str) -> None:
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
                    len(lines))
-        lines[start:end] = new + ([""] if end < len(lines) else [])
+        notes = next((i for i in range(start + 1, end) if lines[i].strip() == NOTES), None)
+        kept = lines[notes:end] if notes is not None else []
+        while kept and not kept[-1].strip():
+            kept.pop()
+        lines[start:end] = new + ([""] + kept if kept else []) + ([""] if end < len(lines) else [])
     path.write_text("\n".join(lines) + "\n")
 
 
